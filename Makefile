@@ -1,0 +1,34 @@
+# Entry points: make setup | make demo | make test | make baselines
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+NBVAL  := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/baselines/sanitize.cfg
+
+.PHONY: setup demo test lint unit nbval baselines clean-runs
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=python3.11).")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+## Run every notebook on the real default data (profile cpu) into reports/runs/cpu-<time>
+demo: setup
+	$(BIN)/python -m lfhelpers run --profile cpu
+
+## Lint, unit tests, pipeline smoke test and the nbval regression check of the baselines
+test: setup lint
+	rm -rf tests/baselines/_work
+	$(BIN)/python -m pytest $(NBVAL) tests
+
+lint: setup
+	$(BIN)/ruff check .
+
+## Regenerate the nbval baselines (papermill output of the smoke profile) under tests/baselines
+baselines: setup
+	rm -rf tests/baselines/_work
+	$(BIN)/python tests/make_baselines.py
+	rm -rf tests/baselines/_work

@@ -1,0 +1,2 @@
+"""Lost & Found image workbook helpers."""
+__version__ = "0.1.0"

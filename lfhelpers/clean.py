@@ -1,0 +1,622 @@
+"""Cleanup of a raw class-folder image set.
+
+``clean_dataset(raw_dir, clean_dir)`` decodes every file fully, converts it to 8-bit RGB (greyscale,
+palette, CMYK, alpha composited on white, 16-bit scaled), applies the EXIF orientation, rejects
+images that are too small or too large, removes exact duplicates (content hash) and near duplicates
+(perceptual hash), and writes:
+
+- ``clean_dir/<label>/<file>``: the clean images (byte copies when the raw file was already a plain
+  RGB JPEG or PNG with no orientation tag; otherwise re-encoded losslessly as PNG);
+- ``clean_dir/_quarantine/<reason>/<label>/<file>``: a copy of every rejected file;
+- ``clean_dir/rejects.csv``: ``source, label, reason, detail, quarantine``;
+- ``clean_dir/manifest.csv``: see :mod:`lfhelpers.dataset` (the split column is filled by
+  :func:`lfhelpers.split.split_manifest`).
+
+The raw folder is never modified. A rerun only decodes files that are new or changed (a per-file
+cache in ``clean_dir/.clean_cache.json``) and writes the same manifest.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import shutil
+import unicodedata
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import imagehash
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from .dataset import MANIFEST, MANIFEST_COLUMNS
+from .errors import ConfigError, DataError
+from .fsutil import atomic_write, sha256_file, write_json
+
+log = logging.getLogger(__name__)
+
+QUARANTINE = "_quarantine"
+REJECTS = "rejects.csv"
+CACHE = ".clean_cache.json"
+CACHE_VERSION = 1
+
+#: Reasons a file can be rejected, in the order they are checked.
+REASONS = ("empty_file", "not_an_image", "decode_error", "truncated", "too_large", "too_small",
+           "exact_duplicate", "near_duplicate")
+
+
+@dataclass(frozen=True)
+class CleanOptions:
+    """Options of the cleanup step (all have defaults suited to item photos).
+
+    Parameters
+    ----------
+    min_side : int
+        Images whose shorter side is below this many pixels are rejected (``too_small``).
+    max_pixels : int
+        Images with more pixels are rejected (``too_large``) before they are decoded; this is
+        also the decompression-bomb guard.
+    max_bytes : int
+        Files larger than this are rejected (``too_large``) without being read.
+    near_dup_distance : int
+        Hamming distance of 64-bit perceptual hashes at or below which two images count as near
+        duplicates; the later one (in path order) is quarantined. ``-1`` keeps near duplicates.
+    group_distance : int
+        Images this close (and not removed) are put in one group that the split keeps together.
+    extensions : tuple of str
+        File extensions looked at; other files are rejected as ``not_an_image``.
+    """
+
+    min_side: int = 32
+    max_pixels: int = 40_000_000
+    max_bytes: int = 50_000_000
+    near_dup_distance: int = 4
+    group_distance: int = 8
+    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif",
+                                   ".tiff")
+
+    def __post_init__(self) -> None:
+        if self.min_side < 1 or self.max_pixels < 1:
+            raise ConfigError("min_side and max_pixels must be positive.")
+        if self.group_distance < self.near_dup_distance:
+            raise ConfigError(
+                f"group_distance ({self.group_distance}) must be >= near_dup_distance "
+                f"({self.near_dup_distance})."
+            )
+
+
+@dataclass
+class FileResult:
+    """What the decode step found for one raw file (cached between runs)."""
+
+    source: str
+    label: str
+    size: int
+    mtime_ns: int
+    ok: bool
+    reason: str = ""
+    detail: str = ""
+    sha256: str = ""
+    pixel_sha256: str = ""
+    phash: str = ""
+    width: int = 0
+    height: int = 0
+    out_ext: str = ""
+    copy_bytes: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class CleanReport:
+    """Summary of one cleanup run."""
+
+    clean_dir: Path
+    manifest: pd.DataFrame
+    rejects: pd.DataFrame
+    n_raw: int
+    n_decoded: int
+    n_cached: int
+
+    @property
+    def n_clean(self) -> int:
+        """Number of clean images."""
+        return len(self.manifest)
+
+    @property
+    def n_rejected(self) -> int:
+        """Number of quarantined files."""
+        return len(self.rejects)
+
+    def rejected_by_reason(self) -> dict[str, int]:
+        """Count of rejects per reason."""
+        return {str(k): int(v) for k, v in self.rejects["reason"].value_counts().items()}
+
+
+def read_label_map(path: str | os.PathLike[str] | None) -> dict[str, str | None]:
+    """Read a label-mapping file: raw folder name -> project label.
+
+    Parameters
+    ----------
+    path : path-like or None
+        A CSV with columns ``folder,label``, or a JSON/YAML mapping. An empty label drops that
+        folder (logged). ``None`` or ``""`` gives an empty mapping (folder names are labels).
+
+    Returns
+    -------
+    dict
+        Folder name (NFC-normalised) to label, or to ``None`` for folders to drop.
+    """
+    if not path:
+        return {}
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"Label map {path} does not exist.")
+    if path.suffix.lower() == ".csv":
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if not {"folder", "label"} <= set(frame.columns):
+            raise ConfigError(f"Label map {path} needs the columns 'folder' and 'label'.")
+        pairs: Iterable[tuple[str, str]] = zip(frame["folder"], frame["label"], strict=True)
+    else:
+        import yaml
+
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"Label map {path} must be a mapping of folder -> label.")
+        pairs = data.items()
+    return {_nfc(str(k)): (_nfc(str(v)).strip() or None) if v is not None else None
+            for k, v in pairs}
+
+
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
+def list_raw_files(raw_dir: Path) -> list[tuple[str, str]]:
+    """List ``(relative path, folder label)`` for every file under ``raw_dir/<label>/``.
+
+    Hidden files and folders (starting with ``.``) are skipped; files directly in ``raw_dir``
+    have no label and are ignored with a warning.
+    """
+    found: list[tuple[str, str]] = []
+    loose = 0
+    for entry in sorted(raw_dir.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file():
+            loose += 1
+            continue
+        for dirpath, dirnames, filenames in os.walk(entry):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                rel = (Path(dirpath) / name).relative_to(raw_dir).as_posix()
+                found.append((rel, _nfc(entry.name)))
+    if loose:
+        log.warning("%d file(s) directly in %s have no class folder and were ignored.", loose,
+                    raw_dir)
+    return found
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB: alpha on white, 16-bit scaled (not clipped)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        if img.mode.startswith("I;16") or (img.mode == "I" and arr.max(initial=0) > 255):
+            arr = arr / 257.0
+        elif img.mode == "F":
+            lo, hi = float(arr.min(initial=0)), float(arr.max(initial=1))
+            arr = (arr - lo) / (hi - lo or 1.0) * 255.0
+        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+    if img.mode == "P" or img.mode == "PA":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "La", "RGBa"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return img
+
+
+def inspect_file(path: Path, options: CleanOptions) -> tuple[Image.Image | None, dict]:
+    """Decode one file completely and decide whether it is usable.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The raw file.
+    options : CleanOptions
+        Size limits and accepted extensions.
+
+    Returns
+    -------
+    (image, info)
+        ``image`` is the 8-bit RGB image with EXIF orientation applied (``None`` when rejected);
+        ``info`` holds ``ok``, ``reason``, ``detail``, ``width``, ``height``, ``copy_bytes``.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        return None, {"ok": False, "reason": "empty_file", "detail": "0 bytes"}
+    if size > options.max_bytes:
+        return None, {"ok": False, "reason": "too_large",
+                      "detail": f"{size} bytes > max_bytes {options.max_bytes}"}
+    if path.suffix.lower() not in options.extensions:
+        return None, {"ok": False, "reason": "not_an_image",
+                      "detail": f"extension {path.suffix or '(none)'} not accepted"}
+    data = path.read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            head = data[:64].lstrip().lower()
+            what = "HTML page" if head.startswith((b"<!doctype", b"<html", b"<?xml")) else (
+                "unknown format")
+            return None, {"ok": False, "reason": "not_an_image", "detail": what}
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            return None, {"ok": False, "reason": "too_large", "detail": str(exc)[:200]}
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is a reject, not a crash
+            return None, {"ok": False, "reason": "decode_error", "detail": repr(exc)[:200]}
+        fmt = img.format
+        width, height = img.size
+        if width * height > options.max_pixels:
+            return None, {"ok": False, "reason": "too_large",
+                          "detail": f"{width}x{height} > max_pixels {options.max_pixels}"}
+        try:
+            img.load()
+        except OSError as exc:
+            reason = "truncated" if "truncated" in str(exc).lower() else "decode_error"
+            return None, {"ok": False, "reason": reason, "detail": str(exc)[:200]}
+        except Exception as exc:  # noqa: BLE001
+            return None, {"ok": False, "reason": "decode_error", "detail": repr(exc)[:200]}
+    orientation = img.getexif().get(0x0112, 1)
+    original_mode = img.mode
+    try:
+        img = ImageOps.exif_transpose(img)
+        rgb = _to_rgb(img)
+    except Exception as exc:  # noqa: BLE001
+        return None, {"ok": False, "reason": "decode_error", "detail": repr(exc)[:200]}
+    width, height = rgb.size
+    if min(width, height) < options.min_side:
+        return None, {"ok": False, "reason": "too_small",
+                      "detail": f"{width}x{height} < min_side {options.min_side}"}
+    copy_bytes = fmt in ("JPEG", "PNG") and original_mode == "RGB" and orientation in (1, None)
+    return rgb, {"ok": True, "reason": "", "detail": "", "width": width, "height": height,
+                 "copy_bytes": copy_bytes, "format": fmt}
+
+
+def _process(raw_dir: Path, rel: str, label: str, options: CleanOptions) -> FileResult:
+    """Decode one raw file and compute its hashes (runs in a worker)."""
+    path = raw_dir / rel
+    stat = path.stat()
+    result = FileResult(source=rel, label=label, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
+                        ok=False)
+    img, info = inspect_file(path, options)
+    result.reason, result.detail = info["reason"], info["detail"]
+    result.sha256 = sha256_file(path)
+    if img is None:
+        return result
+    result.ok = True
+    result.width, result.height = info["width"], info["height"]
+    result.copy_bytes = info["copy_bytes"]
+    result.out_ext = Path(rel).suffix.lower() if result.copy_bytes else ".png"
+    if result.out_ext == ".jpeg":
+        result.out_ext = ".jpg"
+    result.pixel_sha256 = _pixel_digest(img)
+    result.phash = str(imagehash.phash(img))
+    return result
+
+
+def _pixel_digest(img: Image.Image) -> str:
+    import hashlib
+
+    digest = hashlib.sha256(f"{img.size}".encode())
+    digest.update(img.tobytes())
+    return digest.hexdigest()
+
+
+def _hamming_pairs(hashes: list[str], threshold: int) -> list[tuple[int, int]]:
+    """All index pairs ``i < j`` whose 64-bit hashes differ in at most ``threshold`` bits."""
+    if threshold < 0 or len(hashes) < 2:
+        return []
+    values = np.array([int(h, 16) for h in hashes], dtype=np.uint64)
+    pairs: list[tuple[int, int]] = []
+    step = 2048
+    for start in range(0, len(values), step):
+        block = values[start:start + step]
+        dist = np.bitwise_count(block[:, None] ^ values[None, :])
+        ii, jj = np.nonzero(dist <= threshold)
+        ii = ii + start
+        keep = ii < jj
+        pairs.extend(zip(ii[keep].tolist(), jj[keep].tolist(), strict=True))
+    return pairs
+
+
+def _components(n: int, pairs: list[tuple[int, int]]) -> np.ndarray:
+    """Connected-component id of each of ``n`` nodes given undirected edges."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if not pairs:
+        return np.arange(n)
+    rows, cols = zip(*pairs, strict=True)
+    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def _load_cache(clean_dir: Path, options: CleanOptions) -> dict[str, FileResult]:
+    path = clean_dir / CACHE
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        log.warning("Ignoring unreadable cache %s", path)
+        return {}
+    if data.get("version") != CACHE_VERSION or data.get("options") != _options_key(options):
+        return {}
+    return {k: FileResult(**v) for k, v in data.get("files", {}).items()}
+
+
+def _options_key(options: CleanOptions) -> dict:
+    key = asdict(options)
+    key["extensions"] = list(key["extensions"])
+    # dedup distances do not change per-file decode results
+    key.pop("near_dup_distance")
+    key.pop("group_distance")
+    return key
+
+
+def _safe_name(label: str, rel: str, ext: str, taken: set[str]) -> str:
+    """A unique output file name under the label folder, derived from the raw file name."""
+    stem = _nfc(Path(rel).stem).replace("/", "_").strip() or "image"
+    name = f"{stem}{ext}"
+    k = 1
+    while f"{label}/{name}".casefold() in taken:
+        name = f"{stem}_{k}{ext}"
+        k += 1
+    taken.add(f"{label}/{name}".casefold())
+    return name
+
+
+def clean_dataset(
+    raw_dir: str | os.PathLike[str],
+    clean_dir: str | os.PathLike[str],
+    *,
+    options: CleanOptions | None = None,
+    label_map: Mapping[str, str | None] | str | os.PathLike[str] | None = None,
+    n_jobs: int = 1,
+    progress: bool = True,
+) -> CleanReport:
+    """Clean a raw class-folder image set into ``clean_dir`` (see the module docstring).
+
+    Parameters
+    ----------
+    raw_dir : path-like
+        Folder of class sub-folders (folder name = label). Never modified.
+    clean_dir : path-like
+        Output folder; created. Must not be inside ``raw_dir``.
+    options : CleanOptions, optional
+        Size limits and duplicate distances.
+    label_map : mapping or path, optional
+        Raw folder name -> label (``None``/empty drops a folder); see :func:`read_label_map`.
+    n_jobs : int
+        Worker processes for decoding (joblib); ``-1`` uses every core.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    CleanReport
+        Manifest (split column still empty), rejects and counts.
+
+    Raises
+    ------
+    DataError
+        When ``raw_dir`` is missing or holds no class folder with files.
+    """
+    options = options or CleanOptions()
+    raw_dir = Path(raw_dir).resolve()
+    clean_dir = Path(clean_dir).resolve()
+    if not raw_dir.is_dir():
+        raise DataError(f"Raw folder {raw_dir} does not exist; fetch a data set or point "
+                        "data_dir at a folder of class sub-folders.")
+    if clean_dir == raw_dir or raw_dir in clean_dir.parents:
+        raise ConfigError(f"The clean folder {clean_dir} must not be inside the raw folder "
+                          f"{raw_dir} (raw data is never modified).")
+    if not isinstance(label_map, Mapping):
+        label_map = read_label_map(label_map)
+    files = list_raw_files(raw_dir)
+    if not files:
+        raise DataError(f"{raw_dir} holds no class sub-folder with files; expected "
+                        f"{raw_dir}/<label>/<image>.")
+    mapped: list[tuple[str, str]] = []
+    dropped: dict[str, int] = {}
+    for rel, folder in files:
+        label = label_map.get(folder, folder) if label_map else folder
+        if label is None:
+            dropped[folder] = dropped.get(folder, 0) + 1
+            continue
+        mapped.append((rel, label))
+    for folder, count in dropped.items():
+        log.warning("Label map drops folder %r (%d files).", folder, count)
+
+    clean_dir.mkdir(parents=True, exist_ok=True)
+    cache = _load_cache(clean_dir, options)
+    todo: list[tuple[str, str]] = []
+    results: dict[str, FileResult] = {}
+    for rel, label in mapped:
+        stat = (raw_dir / rel).stat()
+        hit = cache.get(rel)
+        if hit and hit.size == stat.st_size and hit.mtime_ns == stat.st_mtime_ns:
+            hit.label = label
+            results[rel] = hit
+        else:
+            todo.append((rel, label))
+    if todo:
+        jobs = (delayed(_process)(raw_dir, rel, label, options) for rel, label in todo)
+        iterator = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
+        for res in tqdm(iterator, total=len(todo), desc="decode", disable=not progress,
+                        unit="img"):
+            results[res.source] = res
+    write_json(clean_dir / CACHE, {"version": CACHE_VERSION, "options": _options_key(options),
+                                   "files": {k: asdict(v) for k, v in sorted(results.items())}})
+
+    ordered = [FileResult(**asdict(results[rel])) for rel, _ in mapped]
+    _dedupe(ordered, options)
+    manifest, rejects = _write_outputs(raw_dir, clean_dir, ordered, options)
+    report = CleanReport(clean_dir=clean_dir, manifest=manifest, rejects=rejects,
+                         n_raw=len(files), n_decoded=len(todo), n_cached=len(mapped) - len(todo))
+    for row in rejects.itertuples():
+        log.info("rejected %s: %s (%s)", row.source, row.reason, row.detail)
+    return report
+
+
+def _dedupe(results: list[FileResult], options: CleanOptions) -> None:
+    """Mark exact and near duplicates as rejects (first in path order is kept); set groups."""
+    seen: dict[str, FileResult] = {}
+    for res in results:
+        if not res.ok:
+            continue
+        key = res.pixel_sha256
+        first = seen.get(res.sha256) or seen.get(key)
+        if first is not None:
+            res.ok = False
+            res.reason = "exact_duplicate"
+            other = "" if first.label == res.label else f" (labelled {first.label!r} there)"
+            res.detail = f"same content as {first.source}{other}"
+            continue
+        seen[res.sha256] = res
+        seen[key] = res
+    kept = [r for r in results if r.ok]
+    removed: set[int] = set()
+    for i, j in _hamming_pairs([r.phash for r in kept], options.near_dup_distance):
+        if i in removed or j in removed:
+            continue
+        res, first = kept[j], kept[i]
+        res.ok = False
+        res.reason = "near_duplicate"
+        other = "" if first.label == res.label else f", labelled {first.label!r} there"
+        dist = int(np.bitwise_count(np.uint64(int(res.phash, 16) ^ int(first.phash, 16))))
+        res.detail = f"looks like {first.source} (phash distance {dist}{other})"
+        removed.add(j)
+    kept = [r for r in results if r.ok]
+    groups = _components(len(kept), _hamming_pairs([r.phash for r in kept],
+                                                   options.group_distance))
+    for res, group in zip(kept, groups, strict=True):
+        res.extra["group"] = int(group)
+
+
+def _write_outputs(raw_dir: Path, clean_dir: Path, results: list[FileResult],
+                   options: CleanOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write clean files, quarantine copies, rejects.csv and manifest.csv (split left empty)."""
+    taken: set[str] = set()
+    previous = _previous_outputs(clean_dir)
+    rows, reject_rows = [], []
+    expected: set[Path] = set()
+    for res in results:
+        src = raw_dir / res.source
+        if not res.ok:
+            target = clean_dir / QUARANTINE / res.reason / res.label / Path(res.source).name
+            expected.add(target)
+            if not target.exists() or target.stat().st_size != res.size:
+                _copy_atomic(src, target)
+            reject_rows.append({"source": res.source, "label": res.label, "reason": res.reason,
+                                "detail": res.detail,
+                                "quarantine": target.relative_to(clean_dir).as_posix()})
+            continue
+        name = _safe_name(res.label, res.source, res.out_ext, taken)
+        target = clean_dir / res.label / name
+        expected.add(target)
+        rel = f"{res.label}/{name}"
+        if res.copy_bytes:
+            digest = res.sha256
+            if not (target.exists() and target.stat().st_size == res.size):
+                _copy_atomic(src, target)
+        else:
+            digest = previous.get(res.source, ("", ""))[1]
+            if not (previous.get(res.source, ("",))[0] == rel and target.exists()
+                    and sha256_file(target) == digest):
+                img, _ = inspect_file(src, options)
+                if img is None:  # the raw file changed between decode and write
+                    raise DataError(f"{src} changed while cleaning; run the cleanup again.")
+                with atomic_write(target, "wb") as fh:
+                    img.save(fh, "PNG")
+                digest = sha256_file(target)
+        rows.append({"path": rel, "label": res.label, "split": "", "sha256": digest,
+                     "phash": res.phash, "group": res.extra["group"], "width": res.width,
+                     "height": res.height, "bytes": target.stat().st_size,
+                     "source": res.source})
+    _remove_stale(clean_dir, expected)
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    rejects = pd.DataFrame(reject_rows,
+                           columns=["source", "label", "reason", "detail", "quarantine"])
+    with atomic_write(clean_dir / REJECTS, newline="") as fh:
+        rejects.to_csv(fh, index=False, quoting=csv.QUOTE_MINIMAL)
+    return manifest, rejects
+
+
+def _copy_atomic(src: Path, target: Path) -> None:
+    with atomic_write(target, "wb") as fh, open(src, "rb") as raw:
+        shutil.copyfileobj(raw, fh)
+
+
+def _previous_outputs(clean_dir: Path) -> dict[str, tuple[str, str]]:
+    """``{source: (clean path, sha256)}`` from the manifest of an earlier run, if any."""
+    path = clean_dir / MANIFEST
+    if not path.exists():
+        return {}
+    try:
+        old = pd.read_csv(path, dtype=str, keep_default_na=False)
+        return dict(zip(old["source"], zip(old["path"], old["sha256"], strict=True),
+                        strict=True))
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def _remove_stale(clean_dir: Path, expected: set[Path]) -> None:
+    """Move outputs of an earlier run that this run no longer produces into quarantine/stale.
+
+    Clean files are derived data, but they are still moved rather than deleted.
+    """
+    for path in sorted(clean_dir.rglob("*")):
+        if not path.is_file() or path in expected:
+            continue
+        rel = path.relative_to(clean_dir)
+        if rel.parts[0].startswith(".") or rel.parts[0] == "_stale" or len(rel.parts) < 2:
+            continue
+        target = clean_dir / "_stale" / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(path, target)
+        log.info("Moved stale output %s to %s", rel, target.relative_to(clean_dir))
+
+
+def write_manifest(manifest: pd.DataFrame, clean_dir: str | os.PathLike[str]) -> Path:
+    """Write ``manifest.csv`` atomically (UTF-8, columns of :data:`MANIFEST_COLUMNS`).
+
+    Parameters
+    ----------
+    manifest : pandas.DataFrame
+        Rows to write; extra columns are kept after the standard ones.
+    clean_dir : path-like
+        Folder of the clean data set.
+
+    Returns
+    -------
+    pathlib.Path
+        The manifest path.
+    """
+    path = Path(clean_dir) / MANIFEST
+    extra = [c for c in manifest.columns if c not in MANIFEST_COLUMNS and c != "file"]
+    with atomic_write(path, newline="") as fh:
+        manifest[MANIFEST_COLUMNS + extra].to_csv(fh, index=False)
+    return path

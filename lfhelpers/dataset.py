@@ -1,0 +1,261 @@
+"""Reading the cleaned data set: ``<clean_dir>/manifest.csv`` and its image paths.
+
+The manifest is written by :mod:`lfhelpers.clean` and :mod:`lfhelpers.split`. Columns:
+
+``path``      image path relative to the clean folder (POSIX separators), e.g. ``key/key_001.jpg``
+``label``     class label (any Unicode)
+``split``     ``train``, ``val``, ``test`` or ``excluded`` (class too small to split)
+``sha256``    SHA-256 of the clean file's bytes
+``phash``     64-bit perceptual hash (16 hex digits, :func:`imagehash.phash`)
+``group``     near-duplicate group id; a group never straddles two splits
+``width``, ``height``, ``bytes``  of the clean file
+``source``    the raw file it came from, relative to the raw folder
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .errors import DataError
+
+if TYPE_CHECKING:
+    from .clean import CleanOptions, CleanReport
+
+MANIFEST = "manifest.csv"
+SPLITS = ("train", "val", "test")
+MANIFEST_COLUMNS = ["path", "label", "split", "sha256", "phash", "group", "width", "height",
+                    "bytes", "source"]
+
+
+def manifest_path(clean_dir: str | os.PathLike[str]) -> Path:
+    """Return ``<clean_dir>/manifest.csv``."""
+    return Path(clean_dir) / MANIFEST
+
+
+def read_manifest(
+    clean_dir: str | os.PathLike[str],
+    splits: Iterable[str] | None = None,
+    absolute: bool = True,
+) -> pd.DataFrame:
+    """Read the manifest of a cleaned data set.
+
+    Parameters
+    ----------
+    clean_dir : path-like
+        Folder holding ``manifest.csv`` and the clean class folders.
+    splits : iterable of str, optional
+        Keep only these splits (e.g. ``["train"]``). Default: every row, ``excluded`` included.
+    absolute : bool
+        Add a column ``file`` with the absolute path of each image.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per clean image, columns as in the module docstring (``label`` kept as str).
+
+    Raises
+    ------
+    DataError
+        When the manifest is missing; the message says how to make it.
+    """
+    path = manifest_path(clean_dir)
+    if not path.exists():
+        raise DataError(
+            f"No manifest at {path}. Run notebook 01 or `python -m lfhelpers clean RAW_DIR "
+            f"--out {clean_dir}` first."
+        )
+    df = pd.read_csv(path, dtype={"label": str, "phash": str, "sha256": str, "path": str,
+                                  "source": str, "split": str}, keep_default_na=False)
+    if splits is not None:
+        df = df[df["split"].isin(list(splits))].reset_index(drop=True)
+    if absolute:
+        root = Path(clean_dir).resolve()
+        df["file"] = [str(root / p) for p in df["path"]]
+    return df
+
+
+def class_counts(df: pd.DataFrame, by: str = "split") -> pd.DataFrame:
+    """Count images per label, one column per value of ``by`` plus a ``total`` column.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A manifest (or any frame with ``label`` and ``by`` columns).
+    by : str
+        Column to spread into columns.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``label``; integer counts.
+    """
+    table = pd.crosstab(df["label"], df[by]).rename_axis(index="label", columns=None)
+    ordered = [c for c in (*SPLITS, "excluded") if c in table.columns]
+    table = table[ordered + [c for c in table.columns if c not in ordered]]
+    table["total"] = table.sum(axis=1)
+    return table
+
+
+def prepare_dataset(
+    raw_dir: str | os.PathLike[str],
+    clean_dir: str | os.PathLike[str],
+    *,
+    seed: int = 42,
+    min_per_class: int = 10,
+    on_small_class: str = "exclude",
+    label_map: str | os.PathLike[str] | dict | None = None,
+    options: CleanOptions | None = None,
+    n_jobs: int = 1,
+    progress: bool = True,
+) -> CleanReport:
+    """Clean ``raw_dir`` into ``clean_dir``, split it, and write ``manifest.csv``.
+
+    Parameters
+    ----------
+    raw_dir, clean_dir : path-like
+        Class-folder input (never modified) and output folder.
+    seed : int
+        Split seed.
+    min_per_class, on_small_class
+        See :func:`lfhelpers.split.split_manifest`.
+    label_map : path or mapping, optional
+        See :func:`lfhelpers.clean.read_label_map`.
+    options : CleanOptions, optional
+        Cleanup limits and duplicate distances.
+    n_jobs : int
+        Decoding workers.
+    progress : bool
+        Show progress bars.
+
+    Returns
+    -------
+    CleanReport
+        With the split manifest.
+    """
+    from .clean import clean_dataset, write_manifest
+    from .split import split_manifest
+
+    report = clean_dataset(raw_dir, clean_dir, options=options, label_map=label_map,
+                           n_jobs=n_jobs, progress=progress)
+    if report.manifest.empty:
+        raise DataError(f"Every file of {raw_dir} was rejected; see {clean_dir}/rejects.csv.")
+    report.manifest = split_manifest(report.manifest, seed=seed, min_per_class=min_per_class,
+                                     on_small_class=on_small_class)
+    write_manifest(report.manifest, clean_dir)
+    return report
+
+
+def ensure_manifest(
+    data_dir: str | os.PathLike[str],
+    seed: int = 42,
+    cache_root: str | os.PathLike[str] = "data/cache/clean",
+    **kwargs: Any,
+) -> Path:
+    """Return a folder with a manifest for ``data_dir``, cleaning and splitting it if needed.
+
+    Parameters
+    ----------
+    data_dir : path-like
+        A cleaned folder (holds ``manifest.csv``), or a plain folder of class sub-folders.
+    seed : int
+        Split seed used when a plain folder has to be cleaned.
+    cache_root : path-like
+        Where a plain folder's clean copy goes (``<cache_root>/<name>-<hash>``); reruns reuse it.
+    **kwargs
+        Passed to :func:`prepare_dataset`.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder holding ``manifest.csv``.
+    """
+    data_dir = Path(data_dir)
+    if manifest_path(data_dir).exists():
+        return data_dir
+    if not data_dir.is_dir():
+        raise DataError(f"data_dir {data_dir} does not exist. Run notebook 01 first, or point "
+                        "data_dir at a folder of class sub-folders.")
+    import hashlib
+
+    key = hashlib.sha256(f"{data_dir.resolve()}|{seed}".encode()).hexdigest()[:10]
+    clean_dir = Path(cache_root) / f"{data_dir.resolve().name}-{key}"
+    prepare_dataset(data_dir, clean_dir, seed=seed, **kwargs)
+    return clean_dir
+
+
+def obtain_raw(
+    source: str,
+    data_dir: str | os.PathLike[str] = "",
+    raw_dir: str | os.PathLike[str] = "data/raw",
+    *,
+    seed: int = 42,
+    synthetic_per_class: int = 24,
+) -> Path:
+    """Return the raw class-folder set to clean: a local folder, a fetched data set or a fixture.
+
+    Parameters
+    ----------
+    source : str
+        A data set name of :data:`lfhelpers.sources.DATASETS` (fetched into ``raw_dir``, from
+        ``LF_DATA_MIRROR`` when set), ``"synthetic"`` (the drawn test fixture with awkward files,
+        written into ``raw_dir``), or ``""`` when ``data_dir`` is given.
+    data_dir : path-like
+        A local folder of class sub-folders; when set it is used as is (never modified).
+    raw_dir : path-like
+        Destination of a fetched or generated set.
+    seed : int
+        Seed of the synthetic fixture.
+    synthetic_per_class : int
+        Images per class of the synthetic fixture.
+
+    Returns
+    -------
+    pathlib.Path
+        The raw folder.
+    """
+    if data_dir:
+        folder = Path(data_dir)
+        if not folder.is_dir():
+            raise DataError(f"data_dir {folder} is not a folder of class sub-folders.")
+        return folder
+    if not source:
+        raise DataError("Set either data_dir (a local folder) or source (a data set name).")
+    raw = Path(raw_dir)
+    if source == "synthetic":
+        from .fixtures import make_synthetic_dataset
+        from .fsutil import write_json
+
+        marker = raw / ".lf_fetch.json"
+        if not marker.exists():
+            make_synthetic_dataset(raw, n_per_class=synthetic_per_class, seed=seed,
+                                   with_bad_files=True)
+            write_json(marker, {"name": "synthetic", "seed": seed,
+                                "per_class": synthetic_per_class})
+        return raw
+    from .sources import fetch
+
+    return fetch(source, dest=raw)
+
+
+def folder_counts(raw_dir: str | os.PathLike[str]) -> pd.Series:
+    """Number of files per class folder of a raw set (hidden files skipped).
+
+    Parameters
+    ----------
+    raw_dir : path-like
+        Folder of class sub-folders.
+
+    Returns
+    -------
+    pandas.Series
+        Index label, values file counts, sorted by label.
+    """
+    from .clean import list_raw_files
+
+    labels = [label for _, label in list_raw_files(Path(raw_dir))]
+    return pd.Series(labels, dtype=str).value_counts().sort_index().rename("files")

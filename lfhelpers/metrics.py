@@ -1,0 +1,87 @@
+"""The ``metrics.json`` of a run: each notebook merges its key figures under its own name."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .fsutil import write_json
+
+METRICS_FILE = "metrics.json"
+
+
+def _plain(value: Any) -> Any:
+    """Convert NumPy scalars/arrays and paths to JSON-friendly Python values."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating | float):
+        value = float(value)
+        return None if math.isnan(value) else value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def record_metrics(
+    out_dir: str | os.PathLike[str], notebook: str, metrics: Mapping[str, Any]
+) -> dict:
+    """Merge ``metrics`` into ``<out_dir>/metrics.json`` under the key ``notebook``.
+
+    Existing figures of other notebooks are kept; figures of the same notebook with the same
+    name are replaced. The write is atomic and guarded by a lock file.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        The run's output folder (the notebook's ``out_dir`` parameter).
+    notebook : str
+        Notebook stem, e.g. ``"01_crawl_cleanup"``.
+    metrics : mapping
+        Metric name to value (numbers, strings, lists or ``{label: count}`` mappings).
+
+    Returns
+    -------
+    dict
+        The whole merged content of ``metrics.json``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / METRICS_FILE
+    with open(out / ".metrics.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        data.setdefault(notebook, {}).update(_plain(dict(metrics)))
+        write_json(path, data)
+    return data
+
+
+def read_metrics(out_dir: str | os.PathLike[str]) -> dict:
+    """Return the content of ``<out_dir>/metrics.json`` (empty dict when absent).
+
+    Parameters
+    ----------
+    out_dir : path-like
+        A run's output folder.
+
+    Returns
+    -------
+    dict
+        ``{notebook stem: {metric: value}}``.
+    """
+    path = Path(out_dir) / METRICS_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}

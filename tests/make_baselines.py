@@ -1,0 +1,37 @@
+"""Regenerate the nbval baselines: the papermill output of the ``smoke`` profile.
+
+Run with ``make baselines`` when a notebook's behaviour changes on purpose. The notebooks are
+executed with ``tests/baselines`` as their working folder and ``out_dir = "_work"``, so the
+committed baselines hold only relative paths and re-run anywhere under nbval.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+
+from lfhelpers.pipeline import run_pipeline
+
+HERE = Path(__file__).resolve().parent / "baselines"
+
+
+def main() -> int:
+    """Execute every notebook with the smoke profile into ``tests/baselines``."""
+    result = run_pipeline("smoke", out_dir=HERE, cwd=HERE, out_param="_work", html=False)
+    for run in result.notebooks:
+        path = HERE / f"{run.stem}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        nb.metadata.pop("papermill", None)
+        for cell in nb.cells:
+            cell.metadata.pop("papermill", None)
+            cell.metadata.pop("execution", None)
+        nbformat.write(nb, path)
+        print(f"baseline {path.relative_to(HERE.parent.parent)} ({run.seconds:.0f} s)")
+    (HERE / "run.json").unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
