@@ -1,0 +1,220 @@
+"""Cleanup: every awkward input is converted or quarantined with a reason; raw stays intact."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from lfhelpers.clean import CleanOptions, clean_dataset, inspect_file, read_label_map
+from lfhelpers.dataset import class_counts, ensure_manifest, prepare_dataset, read_manifest
+from lfhelpers.errors import ConfigError, DataError
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under ``root``."""
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def cleaned(synthetic_raw, tmp_path_factory):
+    before = tree_digest(synthetic_raw)
+    out = tmp_path_factory.mktemp("clean")
+    report = prepare_dataset(synthetic_raw, out, seed=1, min_per_class=5, progress=False)
+    return before, out, report
+
+
+def reasons(report) -> dict[str, str]:
+    return {Path(s).name: r for s, r in zip(report.rejects["source"], report.rejects["reason"],
+                                            strict=True)}
+
+
+def test_each_bad_input_is_quarantined_with_its_reason(cleaned):
+    _, out, report = cleaned
+    got = reasons(report)
+    assert got["zz_empty.jpg"] == "empty_file"
+    assert got["zz_error_page.jpg"] == "not_an_image"
+    assert got["zz_truncated.jpg"] == "truncated"
+    assert got["zz_tiny.png"] == "too_small"
+    assert got["zz_exact_copy.jpg"] == "exact_duplicate"
+    assert got["zz_near_copy.jpg"] == "near_duplicate"
+    for row in report.rejects.itertuples():
+        assert (out / row.quarantine).is_file(), row.quarantine
+        assert row.detail
+    on_disk = pd.read_csv(out / "rejects.csv")
+    assert len(on_disk) == report.n_rejected
+
+
+def test_awkward_but_valid_images_are_kept_as_rgb(cleaned):
+    _, out, report = cleaned
+    kept = {Path(s).name for s in report.manifest["source"]}
+    for name in ("zz_cmyk.jpg", "zz_grey.jpg", "zz_alpha.png", "zz_16bit.png",
+                 "zz_exif_rotated.jpg", "zz_palette.png"):
+        assert name in kept, name
+    for path in report.manifest["path"]:
+        with Image.open(out / path) as im:
+            assert im.mode == "RGB"
+
+
+def test_raw_folder_is_byte_identical_and_counts_add_up(cleaned, synthetic_raw):
+    before, _, report = cleaned
+    assert tree_digest(synthetic_raw) == before
+    assert report.n_clean + report.n_rejected == report.n_raw
+
+
+def test_manifest_columns_and_unicode_labels(cleaned):
+    _, out, _ = cleaned
+    df = read_manifest(out)
+    for col in ("path", "label", "split", "sha256", "phash", "group", "width", "height",
+                "bytes", "source", "file"):
+        assert col in df.columns
+    assert "열쇠고리" in set(df["label"])
+    assert all(Path(f).is_file() for f in df["file"])
+    assert set(df["split"]) <= {"train", "val", "test", "excluded"}
+    text = (out / "manifest.csv").read_text(encoding="utf-8")
+    assert "열쇠고리/" in text
+
+
+def test_rerun_skips_decoding_and_writes_the_same_manifest(cleaned, synthetic_raw):
+    _, out, _ = cleaned
+    first = (out / "manifest.csv").read_bytes()
+    again = prepare_dataset(synthetic_raw, out, seed=1, min_per_class=5, progress=False)
+    assert again.n_decoded == 0
+    assert again.n_cached == again.n_raw
+    assert (out / "manifest.csv").read_bytes() == first
+
+
+def test_new_file_is_decoded_on_rerun(tmp_path):
+    from lfhelpers.fixtures import make_synthetic_dataset
+
+    raw = tmp_path / "raw"
+    make_synthetic_dataset(raw, n_per_class=6, size=64, seed=5, labels=["ball", "card"])
+    first = clean_dataset(raw, tmp_path / "clean", progress=False)
+    Image.new("RGB", (70, 50), (10, 200, 30)).save(raw / "card" / "new.png")
+    second = clean_dataset(raw, tmp_path / "clean", progress=False)
+    assert second.n_decoded == 1
+    assert second.n_clean == first.n_clean + 1
+
+
+def _save(img: Image.Image, path: Path, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, **kw)
+    return path
+
+
+def test_sixteen_bit_is_scaled_not_clipped(tmp_path):
+    arr = np.zeros((40, 40), np.uint16)
+    arr[:, :20] = 32896  # 128 * 257
+    arr[:, 20:] = 65535
+    path = _save(Image.fromarray(arr), tmp_path / "x.png")
+    img, info = inspect_file(path, CleanOptions())
+    assert info["ok"]
+    rgb = np.asarray(img)
+    assert rgb[0, 0].tolist() == [128, 128, 128]
+    assert rgb[0, 39].tolist() == [255, 255, 255]
+
+
+def test_alpha_is_composited_on_white(tmp_path):
+    rgba = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
+    rgba.paste((200, 0, 0, 255), (0, 0, 20, 40))
+    img, info = inspect_file(_save(rgba, tmp_path / "a.png"), CleanOptions())
+    assert info["ok"]
+    assert np.asarray(img)[5, 30].tolist() == [255, 255, 255]
+    assert np.asarray(img)[5, 5].tolist() == [200, 0, 0]
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (80, 40), (0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = _save(img, tmp_path / "r.jpg", exif=exif)
+    out, info = inspect_file(path, CleanOptions())
+    assert out.size == (40, 80)
+    assert not info["copy_bytes"]
+
+
+def test_cmyk_becomes_rgb(tmp_path):
+    path = _save(Image.new("RGB", (40, 40), (255, 0, 0)).convert("CMYK"), tmp_path / "c.jpg")
+    img, info = inspect_file(path, CleanOptions())
+    assert info["ok"] and img.mode == "RGB"
+    r, g, b = np.asarray(img)[20, 20].tolist()
+    assert r > 200 and g < 60 and b < 60
+
+
+def test_decompression_bomb_is_rejected_without_crashing(tmp_path):
+    path = _save(Image.new("RGB", (400, 300), (1, 2, 3)), tmp_path / "big.png")
+    img, info = inspect_file(path, CleanOptions(max_pixels=10_000))
+    assert img is None and info["reason"] == "too_large"
+
+
+def test_unknown_extension_is_not_an_image(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello")
+    _, info = inspect_file(path, CleanOptions())
+    assert info["reason"] == "not_an_image"
+
+
+def test_label_map_merges_and_drops_folders(tmp_path):
+    from lfhelpers.fixtures import make_synthetic_dataset
+
+    raw = tmp_path / "raw"
+    make_synthetic_dataset(raw, n_per_class=6, size=64, seed=2,
+                           labels=["ball", "card", "key"])
+    mapping = tmp_path / "map.csv"
+    mapping.write_text("folder,label\nball,지갑\ncard,지갑\nkey,\n", encoding="utf-8")
+    assert read_label_map(mapping) == {"ball": "지갑", "card": "지갑", "key": None}
+    report = clean_dataset(raw, tmp_path / "clean", label_map=mapping, progress=False)
+    assert set(report.manifest["label"]) == {"지갑"}
+    assert (tmp_path / "clean" / "지갑").is_dir()
+
+
+def test_bad_label_map_is_a_clear_error(tmp_path):
+    bad = tmp_path / "map.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(ConfigError, match="folder"):
+        read_label_map(bad)
+
+
+def test_missing_or_empty_raw_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        clean_dataset(tmp_path / "nope", tmp_path / "clean")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no class sub-folder"):
+        clean_dataset(tmp_path / "empty", tmp_path / "clean")
+
+
+def test_clean_dir_inside_raw_is_refused(synthetic_raw):
+    with pytest.raises(ConfigError, match="must not be inside"):
+        clean_dataset(synthetic_raw, synthetic_raw / "clean")
+
+
+def test_ensure_manifest_cleans_a_plain_folder_once(tmp_path):
+    from lfhelpers.fixtures import make_synthetic_dataset
+
+    raw = tmp_path / "photos"
+    make_synthetic_dataset(raw, n_per_class=12, size=64, seed=4)
+    folder = ensure_manifest(raw, seed=0, cache_root=tmp_path / "cache")
+    assert (folder / "manifest.csv").is_file()
+    assert ensure_manifest(folder) == folder
+    assert ensure_manifest(raw, seed=0, cache_root=tmp_path / "cache") == folder
+    counts = class_counts(read_manifest(folder))
+    assert counts["total"].sum() == 48
+
+
+def test_non_ascii_file_names_survive(tmp_path):
+    raw = tmp_path / "raw"
+    for i in range(3):
+        buf = io.BytesIO()
+        Image.new("RGB", (50, 50), (i * 80, 10, 10)).save(buf, "PNG")
+        (raw / "우산").mkdir(parents=True, exist_ok=True)
+        (raw / "우산" / f"분실물 사진 {i}.png").write_bytes(buf.getvalue())
+    report = clean_dataset(raw, tmp_path / "clean", options=CleanOptions(near_dup_distance=-1),
+                           progress=False)
+    assert sorted(Path(p).name for p in report.manifest["path"]) == [
+        "분실물 사진 0.png", "분실물 사진 1.png", "분실물 사진 2.png"]

@@ -1,0 +1,53 @@
+"""Split: seeded, stratified 8:2 then 9:1, groups kept together, small classes handled."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from lfhelpers.errors import DataError
+from lfhelpers.split import split_manifest
+
+
+def frame(counts: dict[str, int], group_every: int = 0) -> pd.DataFrame:
+    rows = []
+    for label, n in counts.items():
+        for i in range(n):
+            rows.append({"path": f"{label}/{i}.jpg", "label": label, "group": len(rows)})
+    df = pd.DataFrame(rows)
+    if group_every:
+        df["group"] = df.index // group_every
+    return df
+
+
+def test_ratios_follow_the_tutorial():
+    out = split_manifest(frame({"a": 100, "b": 200}), seed=0)
+    share = out["split"].value_counts(normalize=True)
+    assert share["test"] == pytest.approx(0.2, abs=0.02)
+    assert share["val"] == pytest.approx(0.08, abs=0.02)
+    per_class = pd.crosstab(out["label"], out["split"], normalize="index")
+    assert (per_class["test"] - 0.2).abs().max() < 0.03
+
+
+def test_same_seed_same_split_other_seed_differs():
+    df = frame({"a": 60, "b": 60})
+    assert split_manifest(df, seed=7)["split"].tolist() == split_manifest(df, seed=7)[
+        "split"].tolist()
+    assert split_manifest(df, seed=7)["split"].tolist() != split_manifest(df, seed=8)[
+        "split"].tolist()
+
+
+def test_groups_never_straddle_splits():
+    out = split_manifest(frame({"a": 90, "b": 90}, group_every=3), seed=1)
+    assert out.groupby("group")["split"].nunique().max() == 1
+
+
+def test_small_class_is_excluded_with_a_warning(caplog):
+    out = split_manifest(frame({"a": 50, "tiny": 3}), seed=0, min_per_class=10)
+    assert set(out.loc[out["label"] == "tiny", "split"]) == {"excluded"}
+    assert "tiny" in caplog.text
+
+
+def test_small_class_can_stop_the_run():
+    with pytest.raises(DataError, match="tiny"):
+        split_manifest(frame({"a": 50, "tiny": 3}), min_per_class=10, on_small_class="error")
