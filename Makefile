@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 
 ## Run every notebook on the real default data (profile cpu) into reports/runs/cpu-<time>
 demo: setup
-	$(BIN)/python -m lfhelpers run --profile cpu
+	$(BIN)/python -m lfhelpers run --profile cpu --publish reports/latest
 
 ## Lint, unit tests, pipeline smoke test and the nbval regression check of the baselines
 test: setup lint

@@ -30,6 +30,10 @@ def _run(args: argparse.Namespace) -> int:
                           overrides=parse_overrides(args.param), out_dir=args.out,
                           html=not args.no_html)
     print(f"Done: {len(result.notebooks)} notebook(s) in {result.out_dir}")
+    if args.publish:
+        from .pipeline import publish
+
+        print(f"Published the reports to {publish(result, args.publish)}")
     for stem, figures in result.metrics.items():
         shown = ", ".join(f"{k}={v}" for k, v in figures.items()
                           if isinstance(v, int | float | str))
@@ -72,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None,
                      help="output folder (default: reports/runs/<profile>-<UTC time>)")
     run.add_argument("--no-html", action="store_true", help="skip the HTML exports")
+    run.add_argument("--publish", default=None, metavar="DIR",
+                     help="after a successful run, copy HTML and metrics to DIR "
+                          "(make demo: reports/latest)")
     run.set_defaults(func=_run)
 
     clean = sub.add_parser("clean", help="clean and split a folder of class sub-folders")

@@ -321,6 +321,75 @@ def run_pipeline(
     return result
 
 
+def summary_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
+    """A Markdown table of the scalar figures of a ``metrics.json`` (one row per figure).
+
+    Parameters
+    ----------
+    metrics : mapping
+        ``{notebook stem: {metric: value}}``.
+
+    Returns
+    -------
+    str
+        Markdown with columns notebook, metric, value; floats rounded to 4 digits.
+    """
+    lines = ["| notebook | metric | value |", "|---|---|---|"]
+    for stem, figures in metrics.items():
+        for name, value in figures.items():
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                continue
+            shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+            lines.append(f"| {stem} | {name} | {shown} |")
+    return "\n".join(lines) + "\n"
+
+
+def publish(result: RunResult, target: str | os.PathLike[str]) -> Path:
+    """Copy a run's HTML reports, ``metrics.json`` and ``run.json`` to ``target``.
+
+    ``target`` (e.g. ``reports/latest``) is replaced as a whole, through a temporary folder, and
+    gets a ``README.md`` with the run's figures as a table.
+
+    Parameters
+    ----------
+    result : RunResult
+        A finished run.
+    target : path-like
+        Folder to (re)create.
+
+    Returns
+    -------
+    pathlib.Path
+        The target folder.
+    """
+    import shutil
+
+    target = Path(target)
+    staging = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for run in result.notebooks:
+        html = result.out_dir / f"{run.stem}.html"
+        if html.exists():
+            shutil.copy2(html, staging / html.name)
+    for name in ("metrics.json", "run.json"):
+        if (result.out_dir / name).exists():
+            shutil.copy2(result.out_dir / name, staging / name)
+    seconds = sum(r.seconds for r in result.notebooks)
+    (staging / "README.md").write_text(
+        f"# Latest `{result.profile}` run\n\n"
+        f"{len(result.notebooks)} notebook(s), {seconds / 60:.1f} minutes in all "
+        "(per notebook in `run.json`). Open the HTML files in a browser.\n\n"
+        + summary_table(result.metrics), encoding="utf-8")
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
 def _write_summary(result: RunResult) -> None:
     write_json(result.out_dir / "run.json", {
         "profile": result.profile,
