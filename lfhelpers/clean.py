@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 from PIL import Image, ImageOps, UnidentifiedImageError
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .dataset import MANIFEST, MANIFEST_COLUMNS
 from .errors import ConfigError, DataError
@@ -182,8 +182,8 @@ def _nfc(text: str) -> str:
 def list_raw_files(raw_dir: Path) -> list[tuple[str, str]]:
     """List ``(relative path, folder label)`` for every file under ``raw_dir/<label>/``.
 
-    Hidden files and folders (starting with ``.``) are skipped; files directly in ``raw_dir``
-    have no label and are ignored with a warning.
+    Hidden files and folders (starting with ``.``) are skipped. Files directly in ``raw_dir``
+    have no label: sidecars (``items.csv`` of a crawl) are ignored quietly, images with a warning.
     """
     found: list[tuple[str, str]] = []
     loose = 0
@@ -191,7 +191,7 @@ def list_raw_files(raw_dir: Path) -> list[tuple[str, str]]:
         if entry.name.startswith("."):
             continue
         if entry.is_file():
-            loose += 1
+            loose += entry.suffix.lower() in CleanOptions.extensions
             continue
         for dirpath, dirnames, filenames in os.walk(entry):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -201,7 +201,7 @@ def list_raw_files(raw_dir: Path) -> list[tuple[str, str]]:
                 rel = (Path(dirpath) / name).relative_to(raw_dir).as_posix()
                 found.append((rel, _nfc(entry.name)))
     if loose:
-        log.warning("%d file(s) directly in %s have no class folder and were ignored.", loose,
+        log.warning("%d image(s) directly in %s have no class folder and were ignored.", loose,
                     raw_dir)
     return found
 

@@ -173,7 +173,8 @@ def _kernel_env() -> tempfile.TemporaryDirectory:
     tmp = tempfile.TemporaryDirectory(prefix="lfhelpers-kernel-")
     spec_dir = Path(tmp.name) / "kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                     "--log-level=ERROR"],
             "display_name": "Python (lfhelpers)", "language": "python",
             "metadata": {"debugger": False}}
     (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
@@ -189,7 +190,9 @@ def export_html(notebook: str | os.PathLike[str]) -> Path:
 
     notebook = Path(notebook)
     nb = nbformat.read(notebook, as_version=4)
-    body, _ = HTMLExporter().from_notebook_node(nb)
+    exporter = HTMLExporter()
+    exporter.log.setLevel(logging.ERROR)  # not the accessibility notes on figure alt text
+    body, _ = exporter.from_notebook_node(nb)
     target = notebook.with_suffix(".html")
     from .fsutil import atomic_write
 
