@@ -5,6 +5,7 @@ Commands
 run      execute the numbered notebooks with papermill (profiles, ``-p`` overrides)
 fetch    download (or copy from ``LF_DATA_MIRROR``) a public data set
 clean    clean and split a folder of class sub-folders, writing ``manifest.csv``
+crawl    crawl a listing site into class folders with an ``items.csv`` sidecar
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from .errors import LFError, PipelineError
 #: Commands implemented in other modules: name -> ("module", "function(argv) -> int", help).
 EXTERNAL: dict[str, tuple[str, str, str]] = {
     "fetch": ("lfhelpers.sources", "fetch_main", "download or copy a public data set"),
+    "crawl": ("lfhelpers.crawl", "crawl_main",
+              "crawl a lost-and-found listing site into class folders"),
 }
 
 

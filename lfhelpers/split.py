@@ -25,7 +25,13 @@ def _first_fold(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: i
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class")
-        _, held = next(splitter.split(np.zeros(len(labels)), labels, groups))
+        try:
+            _, held = next(splitter.split(np.zeros(len(labels)), labels, groups))
+        except ValueError as exc:
+            raise DataError(
+                f"Too few images per class to hold out 1/{n_splits} of each ({exc}). Add images "
+                f"or raise min_per_class (at least {n_splits} is needed)."
+            ) from None
     mask[held] = True
     return mask
 

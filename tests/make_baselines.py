@@ -1,6 +1,6 @@
 """Regenerate the nbval baselines: the papermill output of the ``smoke`` profile.
 
-Run with ``make baselines`` when a notebook's behaviour changes on purpose. The notebooks are
+Run with ``make baselines`` (or ``python tests/make_baselines.py --only 01``) when a notebook's behaviour changes on purpose. The notebooks are
 executed with ``tests/baselines`` as their working folder and ``out_dir = "_work"``, so the
 committed baselines hold only relative paths and re-run anywhere under nbval.
 """
@@ -17,9 +17,11 @@ from lfhelpers.pipeline import run_pipeline
 HERE = Path(__file__).resolve().parent / "baselines"
 
 
-def main() -> int:
-    """Execute every notebook with the smoke profile into ``tests/baselines``."""
-    result = run_pipeline("smoke", out_dir=HERE, cwd=HERE, out_param="_work", html=False)
+def main(argv: list[str]) -> int:
+    """Execute the notebooks (all, or ``--only 01,03``) with the smoke profile."""
+    only = argv[argv.index("--only") + 1] if "--only" in argv else None
+    result = run_pipeline("smoke", only=only, out_dir=HERE, cwd=HERE, out_param="_work",
+                          html=False)
     for run in result.notebooks:
         path = HERE / f"{run.stem}.ipynb"
         nb = nbformat.read(path, as_version=4)
@@ -34,4 +36,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -51,3 +51,8 @@ def test_small_class_is_excluded_with_a_warning(caplog):
 def test_small_class_can_stop_the_run():
     with pytest.raises(DataError, match="tiny"):
         split_manifest(frame({"a": 50, "tiny": 3}), min_per_class=10, on_small_class="error")
+
+
+def test_classes_too_small_for_any_fold_give_a_clear_error():
+    with pytest.raises(DataError, match="min_per_class"):
+        split_manifest(frame({"a": 2, "b": 3}), min_per_class=1)
