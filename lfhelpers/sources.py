@@ -747,10 +747,15 @@ def _read_marker(dest: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _is_complete(dest: Path, name: str, source: str, expected: tuple[int, int] | None) -> bool:
-    """True when ``dest`` holds a finished fetch of ``name`` from ``source``, unchanged since."""
+def _is_complete(
+    dest: Path, name: str, source: str | None, expected: tuple[int, int] | None
+) -> bool:
+    """True when ``dest`` holds a finished fetch of ``name`` from ``source`` (``None``: from
+    anywhere), unchanged since."""
     marker = _read_marker(dest)
-    if not marker or marker.get("name") != name or marker.get("source") != source:
+    if not marker or marker.get("name") != name:
+        return False
+    if source is not None and marker.get("source") != source:
         return False
     recorded = (marker.get("files"), marker.get("bytes"))
     if expected is not None and recorded != expected:
@@ -917,7 +922,11 @@ def fetch(
     else:
         source, method, expected = resolve_url(dataset, url), "download", None
 
-    if _is_complete(dest, dataset.name, source, expected):
+    # Without a mirror, a complete earlier fetch (from the mirror or a download) is reused:
+    # a rerun needs no network. A mirror or an explicit URL asks for that very source.
+    wanted = source if (method == "mirror" or url or os.environ.get(
+        URL_ENV_PREFIX + dataset.name.upper())) else None
+    if _is_complete(dest, dataset.name, wanted, expected):
         logger.info("%s already fetched into %s; nothing to do", dataset.name, dest)
         return dest
     _check_replaceable(dest)

@@ -518,6 +518,14 @@ def test_mirror_is_copied_then_reused(mirror, register, monkeypatch):
     assert fetch("toy", progress=False) == out
 
 
+def test_earlier_fetch_is_reused_offline_once_the_mirror_is_unset(mirror, register,
+                                                                  monkeypatch):
+    register(_toy_dataset("http://127.0.0.1:9/unreachable.tar.gz"))
+    out = fetch("toy", mirror=mirror, progress=False)
+    monkeypatch.delenv("LF_DATA_MIRROR", raising=False)
+    assert fetch("toy", progress=False) == out  # no network needed for a rerun
+
+
 def test_incomplete_copy_is_refreshed(mirror, register):
     register(_toy_dataset("http://127.0.0.1:9/unused.tar.gz"))
     out = fetch("toy", mirror=mirror, progress=False)
