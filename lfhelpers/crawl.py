@@ -139,7 +139,7 @@ import pandas as pd
 import requests
 from bs4 import BeautifulSoup
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from lfhelpers import __version__
 from lfhelpers.errors import ConfigError, DataError, LFError

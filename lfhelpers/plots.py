@@ -138,12 +138,14 @@ def image_grid(
     return fig
 
 
-def save_figure(fig: plt.Figure, out_dir: str | os.PathLike[str], name: str) -> Path:
-    """Save ``fig`` as ``<out_dir>/figures/<name>.png`` (150 dpi) and return the path."""
+def save_figure(fig: plt.Figure, out_dir: str | os.PathLike[str], name: str) -> None:
+    """Save ``fig`` as ``<out_dir>/figures/<name>.png`` (150 dpi).
+
+    Returns nothing, so that a notebook cell ending with this call shows only the figure.
+    """
     path = Path(out_dir) / "figures" / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150, bbox_inches="tight")
-    return path
 
 
 def class_samples(manifest: pd.DataFrame, per_class: int = 6, seed: int = 0,

@@ -49,7 +49,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import requests
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from lfhelpers import __version__
 from lfhelpers.errors import (
