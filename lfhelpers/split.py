@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
 from .errors import ConfigError, DataError
 
@@ -20,18 +20,26 @@ def _first_fold(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: i
     if n_splits < 2:
         raise ConfigError(f"Split fraction {fraction} is too large; use at most 0.5.")
     mask = np.zeros(len(labels), dtype=bool)
-    if len(np.unique(groups)) < n_splits:
+    if len(np.unique(groups)) < 2:
         return mask
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class")
         try:
             _, held = next(splitter.split(np.zeros(len(labels)), labels, groups))
-        except ValueError as exc:
-            raise DataError(
-                f"Too few images per class to hold out 1/{n_splits} of each ({exc}). Add images "
-                f"or raise min_per_class (at least {n_splits} is needed)."
-            ) from None
+        except ValueError:
+            # every class has fewer than n_splits members: hold out the same fraction of
+            # groups without per-class stratification (small sets, e.g. 10 photos per class)
+            log.warning("Classes too small for a stratified 1/%d fold; holding out %.0f%% of "
+                        "the groups at random instead.", n_splits, 100 * fraction)
+            shuffler = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+            try:
+                _, held = next(shuffler.split(np.zeros(len(labels)), labels, groups))
+            except ValueError as exc:
+                raise DataError(
+                    f"Too few images to hold out 1/{n_splits} ({exc}). Add images or raise "
+                    "min_per_class."
+                ) from None
     mask[held] = True
     return mask
 
@@ -93,8 +101,13 @@ def split_manifest(
     labels = out["label"].to_numpy()[idx]
     groups = out["group"].to_numpy()[idx]
     test = _first_fold(labels, groups, test_size, seed)
+    if not test.any():
+        raise DataError(f"Too few images ({len(idx)}) to hold out a test split; add images or "
+                        "lower min_per_class.")
     rest = idx[~test]
     val = _first_fold(labels[~test], groups[~test], val_size, seed)
+    if not val.any():
+        log.warning("No validation images: too few images left after the test split.")
     split = np.array(["train"] * len(out), dtype=object)
     split[~usable.to_numpy()] = "excluded"
     split[idx[test]] = "test"

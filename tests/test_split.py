@@ -53,6 +53,12 @@ def test_small_class_can_stop_the_run():
         split_manifest(frame({"a": 50, "tiny": 3}), min_per_class=10, on_small_class="error")
 
 
-def test_classes_too_small_for_any_fold_give_a_clear_error():
+def test_ten_photos_per_class_still_get_train_val_and_test():
+    out = split_manifest(frame({"a": 10, "b": 11, "c": 12}), seed=0, min_per_class=10)
+    assert set(out["split"]) == {"train", "val", "test"}
+    assert (out["split"] == "test").sum() >= 6
+
+
+def test_too_few_images_for_any_split_give_a_clear_error():
     with pytest.raises(DataError, match="min_per_class"):
-        split_manifest(frame({"a": 2, "b": 3}), min_per_class=1)
+        split_manifest(frame({"a": 1}), min_per_class=1)
