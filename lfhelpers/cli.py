@@ -6,6 +6,7 @@ run      execute the numbered notebooks with papermill (profiles, ``-p`` overrid
 fetch    download (or copy from ``LF_DATA_MIRROR``) a public data set
 clean    clean and split a folder of class sub-folders, writing ``manifest.csv``
 crawl    crawl a listing site into class folders with an ``items.csv`` sidecar
+color    name the main colours of the item in photos
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ EXTERNAL: dict[str, tuple[str, str, str]] = {
     "fetch": ("lfhelpers.sources", "fetch_main", "download or copy a public data set"),
     "crawl": ("lfhelpers.crawl", "crawl_main",
               "crawl a lost-and-found listing site into class folders"),
+    "color": ("lfhelpers.color", "color_main", "name the main colours of the item in photos"),
 }
 
 

@@ -1,0 +1,315 @@
+"""Tests of lfhelpers.color: colour data, the colour-name models, dominant colours, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lfhelpers import color
+from lfhelpers.errors import ConfigError, DataError
+
+GOOD = {"r": 200, "g": 20, "b": 30, "label": "red-ish", "uid": "u1"}
+
+
+@pytest.fixture(scope="module")
+def synthetic_data() -> color.ColorData:
+    return color.load_color_data("synthetic", seed=0)
+
+
+@pytest.fixture(scope="module")
+def namer(synthetic_data: color.ColorData):
+    """The better model fitted on the synthetic colour fixture (seconds, offline)."""
+    return color.fit_color_namer(synthetic_data, seed=0)
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory, namer) -> Path:
+    path = tmp_path_factory.mktemp("models") / "color_names.joblib"
+    return color.save_color_namer(namer, path, source="synthetic")
+
+
+# --------------------------------------------------------------------------- colour data
+
+
+def test_validation_counts_bad_entries_and_keeps_the_rest():
+    entries = [
+        GOOD,
+        {**GOOD, "label": " Blue-ish "},  # case and spaces ignored
+        {**GOOD, "r": 256},
+        {**GOOD, "g": -1},
+        {**GOOD, "b": 12.5},
+        {**GOOD, "r": "12"},
+        {**GOOD, "r": True},
+        {**GOOD, "label": "sky-ish"},
+        {k: v for k, v in GOOD.items() if k != "uid"},
+        {**GOOD, "b": None},
+        {**GOOD, "uid": "  "},
+        "not an entry",
+        {**GOOD, "g": 40.0},  # an integral float is accepted
+    ]
+    data = color.validate_color_entries({"entries": entries}, source="test")
+    assert len(data.frame) == 3
+    assert data.n_entries == len(entries)
+    assert data.problems == {
+        "r/g/b out of range 0-255": 2,
+        "r/g/b not an integer": 3,
+        "unknown label": 1,
+        "missing uid": 1,
+        "missing b": 1,
+        "empty uid": 1,
+        "not an object": 1,
+    }
+    assert data.n_bad == 10
+    assert list(data.frame["label"]) == ["red-ish", "blue-ish", "red-ish"]
+    assert data.X.shape == (3, 3) and data.X.dtype == np.float32
+    summary = data.summary()["value"]
+    assert summary["valid entries"] == 3 and summary["skipped entries"] == 10
+
+
+def test_validation_rejects_unusable_structures():
+    with pytest.raises(DataError, match="entries"):
+        color.validate_color_entries({"colors": []})
+    with pytest.raises(DataError, match="list"):
+        color.validate_color_entries({"entries": "nope"})
+    with pytest.raises(DataError, match="no valid colour entry"):
+        color.validate_color_entries([{"r": 1}])
+
+
+def test_read_color_file_errors_say_what_is_wrong(tmp_path):
+    bad = tmp_path / "colorData.json"
+    bad.write_text("{not json", encoding="utf-8")
+    with pytest.raises(DataError, match="not a JSON"):
+        color.read_color_file(bad)
+    with pytest.raises(DataError, match="No colour data"):
+        color.read_color_file(tmp_path / "missing.json")
+
+
+def test_synthetic_fixture(synthetic_data):
+    assert len(synthetic_data.frame) == 1500
+    assert synthetic_data.n_bad == 6
+    assert synthetic_data.frame["uid"].nunique() == 40
+    assert set(synthetic_data.frame["label"]) == set(color.TUTORIAL_LABELS)
+
+
+def test_load_color_data_reads_a_file_and_fetches_a_name(tmp_path, monkeypatch):
+    folder = tmp_path / "codingtrain_colors"
+    folder.mkdir()
+    (folder / "colorData.json").write_text(json.dumps({"entries": [GOOD, {**GOOD, "r": 999}]}))
+    assert len(color.load_color_data(folder / "colorData.json").frame) == 1
+
+    calls = []
+
+    def fake_fetch(name, dest=None, **kwargs):
+        calls.append((name, dest))
+        return folder
+
+    monkeypatch.setattr("lfhelpers.sources.fetch", fake_fetch)
+    data = color.load_color_data("codingtrain_colors", dest=tmp_path / "dest")
+    assert calls == [("codingtrain_colors", tmp_path / "dest")]
+    assert data.n_entries == 2 and data.n_bad == 1
+
+
+# --------------------------------------------------------------------------- models
+
+
+def test_tutorial_model_matches_the_tutorial():
+    model = color.build_tutorial_model()
+    assert model.count_params() == 841
+    hidden, out = model.layers
+    assert (hidden.units, hidden.activation.__name__) == (64, "relu")
+    assert (out.units, out.activation.__name__) == (9, "softmax")
+    assert type(model.optimizer).__name__ == "Adam"
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.001)
+    defaults = color.TutorialColorClassifier()
+    assert (defaults.epochs, defaults.batch_size, defaults.learning_rate) == (15, 32, 0.001)
+
+
+def test_tutorial_classifier_is_deterministic_under_its_seed(synthetic_data):
+    X, y = synthetic_data.X[:400], synthetic_data.y[:400]
+    a = color.TutorialColorClassifier(epochs=2, seed=3).fit(X, y)
+    b = color.TutorialColorClassifier(epochs=2, seed=3).fit(X, y)
+    assert a.count_params() == 841
+    assert list(a.classes_) == list(color.TUTORIAL_LABELS)
+    np.testing.assert_allclose(a.predict_proba(X[:50]), b.predict_proba(X[:50]), atol=1e-6)
+    assert set(a.predict(X[:50])) <= set(color.TUTORIAL_LABELS)
+
+
+def test_split_by_contributor_keeps_people_apart(synthetic_data):
+    groups = synthetic_data.groups
+    folds = color.cv_splits(synthetic_data, "by_user", n_splits=5, seed=1)
+    assert len(folds) == 5
+    for train, test in folds:
+        assert not set(groups[train]) & set(groups[test])
+    tested = np.concatenate([test for _, test in folds])
+    assert sorted(tested) == list(range(len(groups)))
+    with pytest.raises(ConfigError):
+        color.cv_splits(synthetic_data, "by_colour")
+
+
+def test_evaluate_models_table_and_confusion(synthetic_data):
+    ev = color.evaluate_models(synthetic_data, ["svc_lab", "knn_lab"], n_splits=3, seed=0,
+                               progress=False)
+    table = ev.table()
+    assert list(table.index) == ["svc_lab", "knn_lab", "tutorial (published)"]
+    assert table.loc["tutorial (published)", "accuracy, random split"] == 0.7735
+    assert 0.6 < ev.accuracy("svc_lab") <= 1 and 0.6 < ev.accuracy("svc_lab", "by_user") <= 1
+    confusion = ev.confusion("svc_lab", "by_user")
+    assert list(confusion.index) == list(color.TUTORIAL_LABELS)
+    assert confusion.to_numpy().sum() == len(synthetic_data.frame)
+    assert ev.best_model() in {"svc_lab", "knn_lab"}
+    with pytest.raises(ConfigError):
+        color.make_model("bigger")
+
+
+def test_saved_model_round_trip(saved_model, namer):
+    loaded = color.load_color_namer(saved_model)
+    rgb = np.array([[200, 30, 30], [30, 60, 200]])
+    assert list(loaded.predict(rgb)) == list(namer.predict(rgb))
+
+
+# --------------------------------------------------------------------------- naming
+
+
+def test_white_black_grey_come_from_lightness_and_chroma():
+    rgb = np.array([[255, 255, 255], [246, 246, 240], [0, 0, 0], [25, 25, 28], [128, 128, 128],
+                    [0, 0, 128], [200, 30, 30]])
+    assert list(color.neutral_names(color.rgb_to_lab(rgb))) == [
+        "white", "white", "black", "black", "grey", "", ""]
+    assert color.name_colors([[255, 255, 255], [0, 0, 0]], None) == ["white", "black"]
+    with pytest.raises(ConfigError):
+        color.name_colors([[200, 30, 30]], None)
+
+
+# --------------------------------------------------------------------------- photos
+
+
+@pytest.mark.parametrize("index", range(len(color.make_known_color_photos())))
+def test_main_colour_of_photos_known_by_construction(index, namer):
+    description, image, expected = color.make_known_color_photos()[index]
+    palette = color.dominant_colors(image, namer)
+    assert palette.main.name == expected, (description, palette.describe())
+    assert sum(c.share for c in palette.colors) == pytest.approx(1.0)
+    assert [c.share for c in palette.colors] == sorted((c.share for c in palette.colors),
+                                                       reverse=True)
+
+
+def test_white_pixels_are_not_thrown_away(namer):
+    white = np.full((60, 60, 3), 255, np.uint8)
+    assert color.dominant_colors(white, namer).describe() == "white 100%"
+    # a white item on a black background keeps its white pixels
+    img = np.zeros((80, 80, 3), np.uint8)
+    img[10:70, 10:70] = 250
+    palette = color.dominant_colors(img, namer)
+    assert palette.main.name == "white" and palette.main.share > 0.9
+    # a white screen inside a black phone on a white table stays part of the item
+    img = np.full((100, 100, 3), 245, np.uint8)
+    img[15:85, 30:70] = 20
+    img[25:75, 35:65] = 250
+    names = {c.name: c.share for c in color.dominant_colors(img, namer).colors}
+    assert set(names) == {"black", "white"} and names["white"] > 0.4
+
+
+def _save(img: Image.Image, path: Path) -> Path:
+    img.save(path)
+    return path
+
+
+def test_image_modes_and_sizes_work(tmp_path, namer):
+    red = (210, 30, 30)
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[..., 2] = 255  # the colour under transparent pixels must not count
+    rgba[10:30, 10:30] = (*red, 255)
+    la = Image.new("LA", (40, 40), (0, 0))
+    la.paste(Image.new("LA", (20, 20), (250, 255)), (10, 10))
+    pal = Image.new("P", (40, 40), 0)
+    pal.putpalette([0, 255, 0] + list(red) + [0] * 762)
+    pal.paste(1, (10, 10, 30, 30))
+    pal.info["transparency"] = 0
+    grey16 = Image.fromarray(np.full((30, 30), 60000, np.uint16))
+    cases = {
+        "rgba.png": (_save(Image.fromarray(rgba, "RGBA"), tmp_path / "rgba.png"), "red-ish"),
+        "la.png": (_save(la, tmp_path / "la.png"), "white"),
+        "palette.png": (_save(pal, tmp_path / "palette.png"), "red-ish"),
+        "grey16.png": (_save(grey16, tmp_path / "grey16.png"), "white"),
+        "one_pixel.png": (_save(Image.new("RGB", (1, 1), red), tmp_path / "one_pixel.png"),
+                          "red-ish"),
+        "two_by_three.png": (_save(Image.new("L", (2, 3), 10), tmp_path / "two_by_three.png"),
+                             "black"),
+        "cmyk.jpg": (_save(Image.new("RGB", (30, 30), red).convert("CMYK"),
+                           tmp_path / "cmyk.jpg"), "red-ish"),
+    }
+    for name, (path, expected) in cases.items():
+        palette = color.dominant_colors(path, namer)
+        assert palette.main.name == expected, (name, palette.describe())
+    fully_transparent = np.zeros((10, 10, 4), np.uint8)
+    assert color.dominant_colors(fully_transparent, namer).main.name == "black"
+
+
+def test_unreadable_image_raises_data_error(tmp_path, namer):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"<html>404</html>")
+    with pytest.raises(DataError, match="bad.jpg"):
+        color.dominant_colors(bad, namer)
+    with pytest.raises(DataError, match="no such file"):
+        color.dominant_colors(tmp_path / "missing.png", namer)
+    assert color.extract_palettes([bad], namer, progress=False) == [None]
+
+
+def test_sample_gallery_spreads_over_classes():
+    import pandas as pd
+
+    manifest = pd.DataFrame({"label": ["a"] * 10 + ["b"] * 3 + ["c"] * 10,
+                             "file": [f"f{i}.jpg" for i in range(23)]})
+    picked = color.sample_gallery(manifest, 9, seed=1)
+    assert picked["label"].value_counts().to_dict() == {"a": 3, "b": 3, "c": 3}
+    assert picked.equals(color.sample_gallery(manifest, 9, seed=1))
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_prints_one_line_per_image_and_goes_on_after_a_bad_one(tmp_path, saved_model,
+                                                                   capsys):
+    photos = {d: img for d, img, _ in color.make_known_color_photos()}
+    white = _save(photos["white phone on a grey table"], tmp_path / "white phone.png")
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 truncated")
+    red = _save(photos["red mug on a grey table"], tmp_path / "red.jpg")
+    code = color.color_main([str(white), str(bad), str(red), "--model", str(saved_model)])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert len(lines) == 3
+    assert lines[0].startswith(f"{white}\twhite ")
+    assert lines[1].startswith(f"{bad}\terror: ")
+    assert lines[2].startswith(f"{red}\tred-ish ")
+
+    assert color.color_main([str(red), "--json", "--model", str(saved_model)]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["image"] == str(red) and record["colors"][0]["name"] == "red-ish"
+    assert record["colors"][0]["hex"].startswith("#")
+
+
+def test_cli_trains_and_saves_a_model_when_missing(tmp_path, capsys):
+    model = tmp_path / "models" / "names.joblib"
+    image = _save(Image.new("RGB", (20, 20), (20, 40, 200)), tmp_path / "blue.png")
+    code = color.color_main([str(image), "--model", str(model), "--colors-source", "synthetic"])
+    assert code == 0 and model.is_file()
+    assert capsys.readouterr().out.startswith(f"{image}\tblue-ish 100%")
+
+
+# --------------------------------------------------------------------------- real data
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_accuracy_targets_on_the_real_colour_data(mirror, tmp_path):
+    data = color.load_color_data("codingtrain_colors", dest=tmp_path / "colors", progress=False)
+    assert (len(data.frame), data.n_bad, data.frame["uid"].nunique()) == (5643, 0, 167)
+    ev = color.evaluate_models(data, ["tutorial", color.BEST_MODEL], n_splits=5, seed=42,
+                               schemes=("random",), progress=False)
+    assert 0.75 <= ev.accuracy("tutorial") <= 0.79
+    assert ev.accuracy(color.BEST_MODEL) >= 0.80
