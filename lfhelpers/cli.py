@@ -7,6 +7,7 @@ fetch    download (or copy from ``LF_DATA_MIRROR``) a public data set
 clean    clean and split a folder of class sub-folders, writing ``manifest.csv``
 crawl    crawl a listing site into class folders with an ``items.csv`` sidecar
 color    name the main colours of the item in photos
+predict  top-3 categories of photos with a model trained by notebook 03
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ EXTERNAL: dict[str, tuple[str, str, str]] = {
     "crawl": ("lfhelpers.crawl", "crawl_main",
               "crawl a lost-and-found listing site into class folders"),
     "color": ("lfhelpers.color", "color_main", "name the main colours of the item in photos"),
+    "predict": ("lfhelpers.classifier", "predict_main",
+                "top-3 categories of photos with a model from notebook 03"),
 }
 
 

@@ -1,8 +1,9 @@
 """Regenerate the nbval baselines: the papermill output of the ``smoke`` profile.
 
-Run with ``make baselines`` (or ``python tests/make_baselines.py --only 01``) when a notebook's behaviour changes on purpose. The notebooks are
-executed with ``tests/baselines`` as their working folder and ``out_dir = "_work"``, so the
-committed baselines hold only relative paths and re-run anywhere under nbval.
+Run with ``make baselines`` (or ``python tests/make_baselines.py --only 01``) when a notebook's
+behaviour changes on purpose. The notebooks are executed with ``tests/baselines`` as their
+working folder and ``out_dir = "_work"``, so the committed baselines hold only relative paths
+and re-run anywhere under nbval.
 """
 
 from __future__ import annotations

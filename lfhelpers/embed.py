@@ -1,0 +1,819 @@
+"""CNN embeddings of photos: one L2-normalised vector per image, cached on disk.
+
+The CNN tutorials this follows take the pooled output of an ImageNet network (a 2048-number
+vector for Inception v3) as an image's description, then search and cluster those vectors.
+:class:`Embedder` does the same for any of these backbones:
+
+* a Keras application by name (:data:`BACKBONES`: ``xception``, ``mobilenet`` (alpha 0.25, whose
+  weights file is small enough for tests), ``mobilenet_v2``, ``inception_v3``,
+  ``inception_resnet_v2``, ``resnet50``, ``resnet152_v2``, ``efficientnet_b0``, or any other
+  ``keras.applications`` class name such as ``"DenseNet121"``), without its top, with global
+  average pooling;
+* ``"classifier"``: the fine-tuned Xception of notebook 03 (a ``.keras`` file, ``model_path``),
+  cut at its pooled layer (``avg_pool``), so the vector is what the category head sees. The same
+  pass gives the classifier's top-k categories (:meth:`Embedder.top_k`), without running the
+  network again.
+
+Images are decoded with Pillow (EXIF orientation applied, transparency over white, greyscale to
+RGB), resized to a square of ``image_size`` pixels and sent through the network in fixed-size
+batches with a progress bar. Unreadable images are skipped with a logged reason.
+
+Each image's raw pooled vector is cached under ``cache_dir`` by the SHA-256 of the file's
+bytes, in a sub-folder named after the model (backbone, weights file content, image size,
+layer), so a rerun or another notebook with the same settings reads vectors instead of
+computing them, and a changed file or a retrained model is never served a stale vector.
+
+Weights (``weights``): ``"imagenet"`` (the Keras download), a weights file, ``"none"`` (random
+initialisation, seeded by Keras' global seed: for tests), or ``""``/``"auto"``: the backbone's
+environment variable (``LF_XCEPTION_WEIGHTS``, ``LF_MOBILENET_WEIGHTS``), else a local file
+(``models/weights/<file>``, or ``$LF_DATA_MIRROR/../weights/<file>``), else ``"imagenet"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.preprocessing import StandardScaler
+from tqdm import tqdm
+
+from .errors import ConfigError, DataError, NetworkUnavailableError
+from .fsutil import atomic_write, sha256_file
+
+log = logging.getLogger(__name__)
+
+_CACHE_VERSION = 1
+#: Folder (relative to the working folder or the project) where local weight files live.
+WEIGHTS_DIR = Path("models/weights")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one Keras application as an embedding network.
+
+    Attributes
+    ----------
+    keras_name : str
+        Class name in :mod:`keras.applications`.
+    default_size : int
+        Input side the ImageNet weights were trained at.
+    min_size : int
+        Smallest input side the network accepts.
+    kwargs : dict
+        Extra constructor arguments (e.g. MobileNet's ``alpha``).
+    weights_env : str
+        Environment variable naming a weights file (or ``imagenet``/``none``).
+    weights_file : str
+        File name Keras itself uses for the no-top ImageNet weights, looked for locally.
+    """
+
+    keras_name: str
+    default_size: int
+    min_size: int = 32
+    kwargs: dict = field(default_factory=dict)
+    weights_env: str = ""
+    weights_file: str = ""
+
+
+#: Backbones known by short name; any other ``keras.applications`` class name works too.
+BACKBONES: dict[str, BackboneSpec] = {
+    "xception": BackboneSpec("Xception", 299, 71, {}, "LF_XCEPTION_WEIGHTS",
+                             "xception_imagenet_notop.weights.h5"),
+    "mobilenet": BackboneSpec("MobileNet", 224, 32, {"alpha": 0.25}, "LF_MOBILENET_WEIGHTS",
+                              "mobilenet_2_5_224_tf_no_top.h5"),
+    "mobilenet_v2": BackboneSpec("MobileNetV2", 224, 32, {}, "LF_MOBILENET_V2_WEIGHTS",
+                                 "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"),
+    "inception_v3": BackboneSpec("InceptionV3", 299, 75, {}, "LF_INCEPTION_V3_WEIGHTS",
+                                 "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "inception_resnet_v2": BackboneSpec(
+        "InceptionResNetV2", 299, 75, {}, "LF_INCEPTION_RESNET_V2_WEIGHTS",
+        "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "resnet50": BackboneSpec("ResNet50", 224, 32, {}, "LF_RESNET50_WEIGHTS",
+                             "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "resnet152_v2": BackboneSpec("ResNet152V2", 224, 32, {}, "LF_RESNET152_V2_WEIGHTS",
+                                 "resnet152v2_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "efficientnet_b0": BackboneSpec("EfficientNetB0", 224, 32, {}, "LF_EFFICIENTNET_B0_WEIGHTS",
+                                    "efficientnetb0_notop.h5"),
+}
+
+#: ``backbone`` value that means "the fine-tuned classifier of notebook 03".
+CLASSIFIER = "classifier"
+
+
+def backbone_spec(backbone: str) -> BackboneSpec:
+    """Return the :class:`BackboneSpec` of a short name or a ``keras.applications`` class name.
+
+    Raises
+    ------
+    ConfigError
+        When the name is neither.
+    """
+    key = str(backbone).strip()
+    if key.lower() in BACKBONES:
+        return BACKBONES[key.lower()]
+    import keras
+
+    if key and key[0].isupper() and callable(getattr(keras.applications, key, None)):
+        return BackboneSpec(key, 224)
+    raise ConfigError(f"Unknown backbone {backbone!r}. Use one of {sorted(BACKBONES)}, "
+                      f"'{CLASSIFIER}' (with model_path), or a keras.applications class name "
+                      "such as 'DenseNet121'.")
+
+
+def _local_weight_files(name: str) -> list[Path]:
+    roots = [Path.cwd() / WEIGHTS_DIR, Path(__file__).resolve().parent.parent / WEIGHTS_DIR]
+    mirror = os.environ.get("LF_DATA_MIRROR", "").strip()
+    if mirror:
+        roots.append(Path(mirror).expanduser() / ".." / "weights")
+    return [root / name for root in roots]
+
+
+def resolve_weights(backbone: str, weights: str | os.PathLike[str] | None = "auto") -> str | None:
+    """Turn the ``weights`` parameter into what the Keras application takes.
+
+    Parameters
+    ----------
+    backbone : str
+        Backbone name (see :data:`BACKBONES`).
+    weights : str or path-like, optional
+        ``"imagenet"``, ``"none"``, a weights file, or ``""``/``"auto"``/``None``: the
+        backbone's environment variable (e.g. ``LF_XCEPTION_WEIGHTS``), else a local file named
+        like Keras' download in ``models/weights/`` or ``$LF_DATA_MIRROR/../weights/``, else
+        ``"imagenet"``.
+
+    Returns
+    -------
+    str or None
+        ``"imagenet"``, an absolute file path, or ``None`` (random initialisation).
+
+    Raises
+    ------
+    ConfigError
+        When a named weights file does not exist.
+    """
+    spec = backbone_spec(backbone)
+    value = "" if weights is None else os.fspath(weights).strip()
+    if value.lower() == "auto":
+        value = ""
+    source = "weights"
+    if not value and spec.weights_env:
+        value = os.environ.get(spec.weights_env, "").strip()
+        source = spec.weights_env
+    if not value:
+        for candidate in _local_weight_files(spec.weights_file) if spec.weights_file else []:
+            if candidate.is_file():
+                return str(candidate.resolve())
+        return "imagenet"
+    if value.lower() == "none":
+        return None
+    if value.lower() == "imagenet":
+        return "imagenet"
+    path = Path(value).expanduser()
+    if not path.is_file():
+        known = spec.weights_file or "the no-top ImageNet file"
+        raise ConfigError(
+            f"{backbone} weights file {path} (from {source}) does not exist. Use 'imagenet', "
+            f"'none', or an existing weights file (Keras calls it {known}; put it in "
+            "models/weights/ to have it found).")
+    return str(path.resolve())
+
+
+def build_backbone(backbone: str, image_size: int | None = None,
+                   weights: str | None = "imagenet") -> tuple[Any, Any, int]:
+    """Build a Keras application without its top, with global average pooling.
+
+    Parameters
+    ----------
+    backbone : str
+        Short name or ``keras.applications`` class name.
+    image_size : int, optional
+        Input side in pixels; default: the backbone's ImageNet size.
+    weights : str or None
+        As returned by :func:`resolve_weights`.
+
+    Returns
+    -------
+    model : keras.Model
+        Input: preprocessed images; output: ``(batch, dim)`` pooled features.
+    preprocess : callable
+        The application's ``preprocess_input`` (pixels 0-255 to what the network expects).
+    image_size : int
+        The input side used.
+    """
+    import keras
+
+    spec = backbone_spec(backbone)
+    size = int(image_size or spec.default_size)
+    if size < spec.min_size:
+        raise ConfigError(f"image_size {size} is too small for {backbone}: it needs at least "
+                          f"{spec.min_size} px.")
+    ctor = getattr(keras.applications, spec.keras_name)
+    module = getattr(keras.applications, ctor.__module__.rsplit(".", 1)[-1], None)
+    preprocess = getattr(module, "preprocess_input", None) or (lambda x: x)
+    kwargs = {"include_top": False, "input_shape": (size, size, 3), "pooling": "avg",
+              **spec.kwargs}
+    if weights == "imagenet":
+        try:
+            model = ctor(weights="imagenet", **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any download failure gets the same advice
+            raise NetworkUnavailableError(
+                f"Could not get the ImageNet weights of {backbone} ({type(exc).__name__}: "
+                f"{exc}). Connect once (Keras caches the file), set "
+                f"{spec.weights_env or 'weights'} to a local weights file, or use 'none'."
+            ) from exc
+    else:
+        model = ctor(weights=None, **kwargs)
+        if weights is not None:
+            model.load_weights(weights)
+    return model, preprocess, size
+
+
+def pooled_layer(model: Any, layer: str = "") -> Any:
+    """The layer of a classifier whose output is the image embedding.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A classifier such as notebook 03's (pixels in, class probabilities out).
+    layer : str
+        Layer name; default: ``avg_pool`` when present, else the last global pooling layer,
+        else the last layer with a flat output before the final one.
+
+    Returns
+    -------
+    keras.layers.Layer
+    """
+    import keras
+
+    if layer:
+        try:
+            return model.get_layer(layer)
+        except ValueError as exc:
+            raise ConfigError(f"The model has no layer {layer!r}; its layers are "
+                              f"{[lay.name for lay in model.layers]}.") from exc
+    names = [lay.name for lay in model.layers]
+    if "avg_pool" in names:
+        return model.get_layer("avg_pool")
+    pools = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
+    for lay in reversed(model.layers):
+        if isinstance(lay, pools):
+            return lay
+    for lay in reversed(model.layers[:-1]):
+        try:
+            if len(lay.output.shape) == 2:
+                return lay
+        except (AttributeError, ValueError):  # a layer used more than once has no one output
+            continue
+    raise ConfigError("Could not find a pooled layer in the model; pass layer=<name>.")
+
+
+# --------------------------------------------------------------------------- images
+
+
+def load_rgb(source: str | os.PathLike[str] | bytes, size: int) -> np.ndarray:
+    """Decode an image and resize it to ``size`` × ``size`` RGB pixels.
+
+    EXIF orientation is applied; transparency is composed over white; greyscale, palette,
+    CMYK and 16-bit images become 8-bit RGB. JPEGs are decoded at a reduced scale when they
+    are much larger than ``size`` (fast), then resized with antialiasing.
+
+    Parameters
+    ----------
+    source : path-like or bytes
+        An image file or its bytes.
+    size : int
+        Output side.
+
+    Returns
+    -------
+    ndarray of shape (size, size, 3), uint8
+    """
+    import io
+
+    fh: Any = io.BytesIO(source) if isinstance(source, bytes | bytearray) else os.fspath(source)
+    with Image.open(fh) as im:
+        im.draft("RGB", (size, size))
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            rgba = im.convert("RGBA")
+            canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+            canvas.paste(rgba, mask=rgba.getchannel("A"))
+            im = canvas
+        elif im.mode.startswith("I"):
+            arr = np.asarray(im, dtype=np.float64)
+            im = Image.fromarray((arr / max(arr.max(), 1) * 255).astype(np.uint8))
+        im = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+        return np.asarray(im, dtype=np.uint8)
+
+
+def l2_normalize(features: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32); all-zero rows stay zero."""
+    features = np.asarray(features, dtype=np.float32)
+    norms = np.linalg.norm(features, axis=-1, keepdims=True)
+    return features / np.where(norms > 0, norms, 1.0)
+
+
+def standardize_l2(features: np.ndarray, fit_rows: np.ndarray | None = None) -> np.ndarray:
+    """Standardise columns (statistics from ``fit_rows`` only), then L2-normalise rows.
+
+    Hand-made features such as haralick have columns on very different scales; this puts them
+    on the same footing as CNN embeddings for cosine search and clustering.
+
+    Parameters
+    ----------
+    features : ndarray of shape (n, d)
+    fit_rows : ndarray of bool or int, optional
+        Rows the scaler learns from (the gallery), so queries do not leak into it. Default:
+        all rows.
+
+    Returns
+    -------
+    ndarray of shape (n, d), float32
+    """
+    features = np.asarray(features, dtype=np.float64)
+    rows = features if fit_rows is None else features[np.asarray(fit_rows)]
+    return l2_normalize(StandardScaler().fit(rows).transform(features))
+
+
+# --------------------------------------------------------------------------- embedder
+
+
+@dataclass
+class Embeddings:
+    """Result of :meth:`Embedder.extract`.
+
+    Attributes
+    ----------
+    features : ndarray of shape (n_ok, dim)
+        Rows of the images that could be read, in input order (L2-normalised unless asked
+        otherwise).
+    ok : ndarray of bool, shape (n,)
+        Which inputs have a row in ``features``.
+    errors : dict
+        Input path -> reason, for each skipped image.
+    seconds : float
+        Wall-clock time.
+    n_cached : int
+        Rows read from the disk cache.
+    """
+
+    features: np.ndarray
+    ok: np.ndarray
+    errors: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    n_cached: int = 0
+
+    @property
+    def images_per_second(self) -> float:
+        """Images handled per second of wall-clock time."""
+        return float(len(self.ok) / self.seconds) if self.seconds > 0 else float("inf")
+
+    def aligned(self) -> np.ndarray:
+        """A row per input: skipped inputs get a row of NaN (for aligning several sets)."""
+        out = np.full((len(self.ok), self.features.shape[1]), np.nan, dtype=np.float32)
+        out[self.ok] = self.features
+        return out
+
+
+class Embedder(TransformerMixin, BaseEstimator):
+    """Image files to CNN embeddings, as a scikit-learn transformer.
+
+    Parameters
+    ----------
+    backbone : str
+        A name of :data:`BACKBONES`, a ``keras.applications`` class name, or ``"classifier"``
+        for the fine-tuned model at ``model_path``.
+    weights : str
+        ``"auto"`` (default), ``"imagenet"``, ``"none"`` or a weights file; see
+        :func:`resolve_weights`. Ignored for ``"classifier"``.
+    image_size : int, optional
+        Input side; default: the backbone's ImageNet size (the classifier's own size for
+        ``"classifier"``).
+    model_path : path-like
+        The ``.keras`` classifier (``backbone="classifier"``). It must take RGB pixels 0-255.
+    layer : str
+        Classifier layer to cut at (default: its pooled layer, see :func:`pooled_layer`).
+    batch_size : int
+        Images per forward pass.
+    cache_dir : path-like, optional
+        Disk cache folder; ``None`` disables it. Not used with ``weights="none"``.
+    normalize : bool
+        L2-normalise the vectors (cosine similarity becomes a dot product).
+    progress : bool
+        Show a tqdm progress bar.
+
+    Attributes
+    ----------
+    model_ : keras.Model
+        Pixels (after ``preprocess_``) to pooled features.
+    preprocess_ : callable
+        Pixels 0-255 to the network's input.
+    image_size_ : int
+        Input side used.
+    dim_ : int
+        Length of a vector.
+    weights_ : str or None
+        Resolved weights (``"imagenet"``, a file, ``None``; the model file for a classifier).
+    cache_key_ : str or None
+        Name of this model's cache sub-folder (``None`` when not cached).
+    classes_ : list of str
+        The classifier's labels (``backbone="classifier"`` only; else empty).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "xception",
+        weights: str = "auto",
+        image_size: int | None = None,
+        model_path: str | os.PathLike[str] = "",
+        layer: str = "",
+        batch_size: int = 32,
+        cache_dir: str | os.PathLike[str] | None = None,
+        normalize: bool = True,
+        progress: bool = True,
+    ):
+        self.backbone = backbone
+        self.weights = weights
+        self.image_size = image_size
+        self.model_path = model_path
+        self.layer = layer
+        self.batch_size = batch_size
+        self.cache_dir = cache_dir
+        self.normalize = normalize
+        self.progress = progress
+
+    # -- building --------------------------------------------------------------------------
+
+    def fit(self, X: Any = None, y: Any = None) -> Embedder:
+        """Build (or load) the network; nothing is learned from ``X``. Returns ``self``."""
+        import keras
+
+        if int(self.batch_size) < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size!r}.")
+        self.classes_: list[str] = []
+        self.head_layers_: list[Any] = []
+        if str(self.backbone).lower() == CLASSIFIER:
+            self._fit_classifier(keras)
+        else:
+            self.weights_ = resolve_weights(self.backbone, self.weights)
+            self.model_, self.preprocess_, self.image_size_ = build_backbone(
+                self.backbone, self.image_size, self.weights_)
+            ident = {"backbone": backbone_spec(self.backbone).keras_name,
+                     "kwargs": backbone_spec(self.backbone).kwargs,
+                     "weights": self.weights_ if self.weights_ in (None, "imagenet")
+                     else sha256_file(self.weights_)}
+            self._set_cache_key(ident, cacheable=self.weights_ is not None)
+        self.dim_ = int(self.model_.output_shape[-1])
+        return self
+
+    def _fit_classifier(self, keras: Any) -> None:
+        path = Path(self.model_path) if self.model_path else None
+        if path is None or not path.is_file():
+            raise ConfigError(f"backbone='classifier' needs model_path pointing at the .keras "
+                              f"file of notebook 03; got {self.model_path!r}.")
+        model = keras.models.load_model(path, compile=False)
+        cut = pooled_layer(model, self.layer)
+        self.model_ = keras.Model(model.inputs, cut.output, name="classifier_embedding")
+        self.preprocess_ = lambda x: x
+        self.image_size_ = int(model.input_shape[1])
+        if self.image_size and int(self.image_size) != self.image_size_:
+            log.warning("The classifier takes %d px images; image_size=%s ignored.",
+                        self.image_size_, self.image_size)
+        position = [lay.name for lay in model.layers].index(cut.name)
+        self.head_layers_ = model.layers[position + 1:]
+        labels_file = path.with_name(path.stem + ".labels.json")
+        if labels_file.is_file():
+            self.classes_ = [str(x) for x in
+                             json.loads(labels_file.read_text(encoding="utf-8"))["labels"]]
+        self.weights_ = str(path.resolve())
+        self._set_cache_key({"classifier": sha256_file(path), "layer": cut.name}, True)
+
+    def _set_cache_key(self, ident: dict, cacheable: bool) -> None:
+        import keras
+
+        spec = {**ident, "image_size": int(self.image_size_), "keras": keras.__version__,
+                "version": _CACHE_VERSION}
+        self.cache_spec_ = spec
+        self.cache_key_ = (hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
+                           .hexdigest()[:16] if cacheable and self.cache_dir else None)
+        if self.cache_dir and not cacheable:
+            log.info("Embedding cache not used: random weights differ between runs.")
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            self.fit()
+
+    # -- scikit-learn API ------------------------------------------------------------------
+
+    def transform(self, X: Sequence[str | os.PathLike[str]]) -> np.ndarray:
+        """One embedding per input image (the network is built on first use if needed).
+
+        Raises
+        ------
+        DataError
+            When an image cannot be read (a transformer must return a row per input); use
+            :meth:`extract`, which skips such images and says which ones.
+        """
+        result = self.extract(X)
+        if result.errors:
+            first, reason = next(iter(result.errors.items()))
+            raise DataError(f"{len(result.errors)} of {len(result.ok)} images could not be read "
+                            f"(first: {first}: {reason}). Clean the data set first (notebook "
+                            "01), or use Embedder.extract(), which skips them.")
+        return result.features
+
+    def extract(self, X: Sequence[str | os.PathLike[str]],
+                normalize: bool | None = None) -> Embeddings:
+        """Embeddings of the readable images; unreadable ones are skipped with a logged reason.
+
+        Parameters
+        ----------
+        X : sequence of path-like
+            Image files.
+        normalize : bool, optional
+            Override the ``normalize`` parameter (``False`` gives the raw pooled vectors, as
+            :meth:`top_k` needs).
+
+        Returns
+        -------
+        Embeddings
+        """
+        self._check_fitted()
+        files = [os.fspath(x) for x in X]
+        start = time.perf_counter()
+        folder = None
+        if self.cache_key_ is not None:
+            folder = Path(self.cache_dir) / self.cache_key_
+            spec_file = folder / "model.json"
+            if not spec_file.exists():
+                with atomic_write(spec_file) as fh:
+                    json.dump(self.cache_spec_, fh, indent=2)
+        rows: list[np.ndarray | None] = [None] * len(files)
+        errors: dict[str, str] = {}
+        pending: list[tuple[int, np.ndarray, Path | None]] = []
+        n_cached = 0
+        size, batch = int(self.image_size_), int(self.batch_size)
+        bar = tqdm(total=len(files), desc=f"embeddings ({self._name()})", unit="img",
+                   disable=not self.progress or not files)
+        for i, path in enumerate(files):
+            try:
+                data = Path(path).read_bytes()
+                entry = None
+                if folder is not None:
+                    key = hashlib.sha256(data).hexdigest()
+                    entry = folder / key[:2] / f"{key}.npy"
+                    if entry.exists():
+                        try:
+                            rows[i] = np.load(entry)
+                            n_cached += 1
+                            bar.update()
+                            continue
+                        except (OSError, ValueError) as exc:
+                            log.warning("Ignoring damaged cache entry %s (%s)", entry, exc)
+                pending.append((i, load_rgb(data, size), entry))
+            except Exception as exc:  # noqa: BLE001 - any unreadable image is skipped
+                errors[path] = f"{type(exc).__name__}: {exc}"
+                log.warning("Skipped %s: %s", path, errors[path])
+                bar.update()
+                continue
+            if len(pending) == batch:
+                self._run(pending, rows, batch)
+                bar.update(len(pending))
+                pending = []
+        if pending:
+            self._run(pending, rows, batch)
+            bar.update(len(pending))
+        bar.close()
+        ok = np.array([r is not None for r in rows], dtype=bool)
+        kept = [r for r in rows if r is not None]
+        features = (np.vstack(kept).astype(np.float32) if kept
+                    else np.empty((0, self.dim_), np.float32))
+        if self.normalize if normalize is None else normalize:
+            features = l2_normalize(features)
+        return Embeddings(features=features, ok=ok, errors=errors,
+                          seconds=time.perf_counter() - start, n_cached=n_cached)
+
+    def _run(self, pending: list[tuple[int, np.ndarray, Path | None]],
+             rows: list[np.ndarray | None], batch: int) -> None:
+        """Embed one batch (padded to ``batch`` so the compiled graph is reused)."""
+        images = np.stack([img for _, img, _ in pending]).astype(np.float32)
+        if len(images) < batch:
+            pad = np.zeros((batch - len(images), *images.shape[1:]), np.float32)
+            images = np.concatenate([images, pad])
+        out = np.asarray(self.model_.predict_on_batch(self.preprocess_(images)), np.float32)
+        for (i, _, entry), row in zip(pending, out, strict=False):
+            rows[i] = row
+            if entry is not None:
+                with atomic_write(entry, "wb") as fh:
+                    np.save(fh, row)
+
+    def _name(self) -> str:
+        if str(self.backbone).lower() == CLASSIFIER:
+            return f"classifier {Path(self.model_path).name}"
+        return f"{self.backbone} {self.image_size_}px"
+
+    # -- the classifier's categories ---------------------------------------------------------
+
+    def predict_proba(self, raw_features: np.ndarray) -> np.ndarray:
+        """Class probabilities from raw (un-normalised) pooled features of a classifier.
+
+        Runs only the layers after the pooled one (dropout is inactive), so the images do not
+        go through the network a second time.
+
+        Parameters
+        ----------
+        raw_features : ndarray of shape (n, dim)
+            From ``extract(files, normalize=False)``.
+
+        Returns
+        -------
+        ndarray of shape (n, n_classes)
+        """
+        self._check_fitted()
+        if not self.head_layers_:
+            raise ConfigError("predict_proba needs backbone='classifier' (a fine-tuned model "
+                              "with a category head).")
+        x = np.asarray(raw_features, np.float32)
+        for lay in self.head_layers_:
+            x = lay(x, training=False)
+        return np.asarray(x, dtype=np.float32)
+
+    def top_k(self, files: Sequence[str | os.PathLike[str]],
+              k: int = 3) -> dict[str, list[tuple[str, float]]]:
+        """The classifier's ``k`` most probable categories of each readable file.
+
+        Parameters
+        ----------
+        files : sequence of path-like
+            Images (embedded once; cached vectors are reused).
+        k : int
+            Categories per image.
+
+        Returns
+        -------
+        dict
+            ``{path: [(label, probability), ...]}``, most probable first.
+        """
+        files = [os.fspath(f) for f in files]
+        result = self.extract(files, normalize=False)
+        proba = self.predict_proba(result.features)
+        labels = self.classes_ or [str(i) for i in range(proba.shape[1])]
+        kept = [f for f, ok in zip(files, result.ok, strict=True) if ok]
+        table = {}
+        for path, p in zip(kept, proba, strict=True):
+            order = np.argsort(-p, kind="stable")[:k]
+            table[path] = [(labels[j], float(p[j])) for j in order]
+        return table
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and Keras (random initialisations, t-SNE and K-means use it too)."""
+    import keras
+
+    keras.utils.set_random_seed(int(seed))
+
+
+# --------------------------------------------------------------------------- several extractors
+
+#: Names of :func:`feature_sets` that are not Keras backbones.
+FINETUNED = "finetuned"
+HARALICK = "haralick"
+
+
+@dataclass
+class FeatureSet:
+    """One feature extractor's vectors for a list of photos (see :func:`feature_sets`).
+
+    Attributes
+    ----------
+    name : str
+    features : ndarray of shape (n, dim) or None
+        One L2-normalised row per input photo (NaN rows for unreadable ones); ``None`` when
+        the extractor was skipped.
+    seconds : float
+        Wall-clock time of the extraction.
+    n_cached : int
+        Rows read from the disk cache.
+    note : str
+        What was used (weights, image size), or why it was skipped.
+    embedder : Embedder or None
+        The fitted embedder (CNN sets), e.g. to embed new query photos.
+    """
+
+    name: str
+    features: np.ndarray | None
+    seconds: float = 0.0
+    n_cached: int = 0
+    note: str = ""
+    embedder: Embedder | None = None
+
+
+def feature_sets(
+    names: Sequence[str] | str,
+    files: Sequence[str | os.PathLike[str]],
+    fit_rows: np.ndarray | None = None,
+    *,
+    image_size: int | None = None,
+    weights: str = "auto",
+    classifier_model: str | os.PathLike[str] = "",
+    cache_dir: str | os.PathLike[str] | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> dict[str, FeatureSet]:
+    """Vectors of the same photos from several extractors, for comparing them.
+
+    Parameters
+    ----------
+    names : sequence of str, or a comma-separated str
+        Keras backbones (``xception``, ``mobilenet``, ...), ``finetuned`` (the classifier at
+        ``classifier_model``; skipped with a note when that file is missing) and ``haralick``
+        (the texture features of notebook 05, standardised on ``fit_rows``).
+    files : sequence of path-like
+        The photos.
+    fit_rows : ndarray of bool, optional
+        Rows whose statistics standardise hand-made features (the gallery); default all.
+    image_size : int, optional
+        Input side of the Keras backbones (default: each one's ImageNet size); the fine-tuned
+        model uses its own.
+    weights : str
+        Weights of the Keras backbones (see :func:`resolve_weights`), e.g. ``"none"`` in tests.
+    classifier_model : path-like
+        The ``.keras`` file of notebook 03.
+    cache_dir : path-like, optional
+        Cache root: CNN vectors go to ``<cache_dir>/embeddings``, haralick rows to
+        ``<cache_dir>/haralick``.
+    batch_size : int
+    progress : bool
+
+    Returns
+    -------
+    dict of name -> FeatureSet
+        In the order of ``names``.
+    """
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    files = [os.fspath(f) for f in files]
+    cache = Path(cache_dir) if cache_dir else None
+    out: dict[str, FeatureSet] = {}
+    for name in names:
+        key = name.lower()
+        if key == HARALICK:
+            from .texture import HaralickFeatures
+
+            extractor = HaralickFeatures(n_jobs=-1, progress=progress,
+                                         cache_dir=cache / "haralick" if cache else None)
+            result = extractor.extract(files)
+            aligned = np.full((len(files), result.features.shape[1]), np.nan)
+            aligned[result.ok] = result.features
+            fit = result.ok if fit_rows is None else result.ok & np.asarray(fit_rows, bool)
+            values = np.full(aligned.shape, np.nan, np.float32)
+            values[result.ok] = standardize_l2(aligned, fit)[result.ok]
+            out[name] = FeatureSet(name, values, result.seconds, result.n_cached,
+                                   f"{values.shape[1]} haralick features (notebook 05's "
+                                   f"defaults: channels {extractor.channels}, distance "
+                                   f"{extractor.distance}), standardised")
+            continue
+        if key in (FINETUNED, CLASSIFIER):
+            if not classifier_model or not Path(classifier_model).is_file():
+                out[name] = FeatureSet(name, None, note=f"skipped: no fine-tuned model at "
+                                       f"{classifier_model!r} (train it with notebook 03)")
+                continue
+            embedder = Embedder(CLASSIFIER, model_path=classifier_model, batch_size=batch_size,
+                                cache_dir=cache / "embeddings" if cache else None,
+                                progress=progress).fit()
+            note = f"fine-tuned Xception {Path(classifier_model).name}, {embedder.image_size_} px"
+        else:
+            embedder = Embedder(name, weights=weights, image_size=image_size,
+                                batch_size=batch_size, progress=progress,
+                                cache_dir=cache / "embeddings" if cache else None).fit()
+            w = embedder.weights_
+            note = (f"{name} ImageNet, {embedder.image_size_} px" if w is not None
+                    else f"{name} random weights (weights='none'), {embedder.image_size_} px")
+        result = embedder.extract(files)
+        out[name] = FeatureSet(name, result.aligned(), result.seconds, result.n_cached, note,
+                               embedder)
+    return out
+
+
+def feature_table(sets: Mapping[str, FeatureSet]) -> pd.DataFrame:
+    """Summary of :func:`feature_sets`: dimension, time, photos per second, cache hits, note."""
+    rows = []
+    for name, fs in sets.items():
+        n = 0 if fs.features is None else len(fs.features)
+        rows.append({"features": name,
+                     "dim": 0 if fs.features is None else fs.features.shape[1],
+                     "seconds": round(fs.seconds, 1),
+                     "photos_per_s": round(n / fs.seconds, 1) if fs.seconds > 0 else None,
+                     "cached": fs.n_cached, "note": fs.note})
+    return pd.DataFrame(rows).set_index("features")

@@ -1,0 +1,407 @@
+"""The Xception classifier: weights, backbone split, training, evaluation, saving, prediction CLI.
+
+Models here use ``weights="none"`` and 71 px inputs on the small synthetic fixture, so that the
+whole file runs in about a minute on two CPU cores; the test with real ImageNet weights skips
+when the local weights file is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+from lfhelpers.classifier import (  # noqa: E402
+    DEFAULT_WEIGHTS_FILE,
+    WEIGHTS_ENV,
+    FeatureCache,
+    XceptionClassifier,
+    augmentation_leak_demo,
+    augmented_training_set,
+    build_backbone,
+    cap_per_class,
+    comparison_table,
+    evaluate_predictions,
+    labels_path,
+    load_image,
+    mistake_gallery,
+    plot_confusion_matrix,
+    plot_learning_curves,
+    predict_main,
+    resolve_weights,
+    split_backbone,
+    top_k_table,
+)
+from lfhelpers.errors import ConfigError, DataError, LFError  # noqa: E402
+from lfhelpers.fixtures import make_synthetic_dataset  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZE = 71
+# Keras's own model saving trips a NumPy 2 deprecation notice; it is not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+LABELS = ["ball", "card", "key", "열쇠고리"]
+
+
+def _manifest(root: Path, n_per_class: int = 12, size: int = 80, seed: int = 5) -> pd.DataFrame:
+    """A synthetic class-folder set and a hand-made manifest (train 6 / val 2 / test 4)."""
+    make_synthetic_dataset(root, n_per_class=n_per_class, size=size, seed=seed)
+    rows = []
+    for label in LABELS:
+        for i in range(n_per_class):
+            split = "train" if i < n_per_class // 2 else "val" if i < n_per_class * 2 // 3 \
+                else "test"
+            path = f"{label}/{label}_{i:03d}.jpg"
+            rows.append({"path": path, "label": label, "split": split, "sha256": f"{label}{i}",
+                         "group": f"{label}{i}", "file": str(root / path)})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> pd.DataFrame:
+    return _manifest(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture(scope="module")
+def cache() -> FeatureCache:
+    return FeatureCache(image_size=SIZE, weights="none", unfreeze_blocks=1, batch_size=16,
+                        seed=0, progress=False)
+
+
+def _params(**extra):
+    params = dict(image_size=SIZE, weights="none", unfreeze_blocks=1, batch_size=16, epochs=2,
+                  learning_rate=1e-3, fine_tune_epochs=1, fine_tune_learning_rate=1e-4,
+                  class_weight="balanced", patience=2, seed=0, verbose=0)
+    params.update(extra)
+    return params
+
+
+@pytest.fixture(scope="module")
+def fitted(data, cache) -> XceptionClassifier:
+    train, val = data[data.split == "train"], data[data.split == "val"]
+    return XceptionClassifier(feature_cache=cache, **_params()).fit(train, val)
+
+
+# ------------------------------------------------------------------ weights and backbone
+
+
+def test_resolve_weights(tmp_path, monkeypatch):
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    assert resolve_weights("none") is None and resolve_weights("NONE") is None
+    assert resolve_weights("imagenet") == "imagenet"
+    file = tmp_path / "w.weights.h5"
+    file.write_bytes(b"x")
+    assert resolve_weights(str(file)) == str(file.resolve())
+    monkeypatch.setenv(WEIGHTS_ENV, "none")
+    assert resolve_weights("") is None, "empty parameter falls back to the environment"
+    assert resolve_weights("imagenet") == "imagenet", "an explicit parameter wins"
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_weights(str(tmp_path / "missing.weights.h5"))
+
+
+def test_resolve_weights_default_prefers_local_file(tmp_path, monkeypatch):
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    if not (ROOT / DEFAULT_WEIGHTS_FILE).is_file():
+        assert resolve_weights(None) == "imagenet"
+    local = tmp_path / DEFAULT_WEIGHTS_FILE
+    local.parent.mkdir(parents=True)
+    local.write_bytes(b"x")
+    assert resolve_weights(None) == str(local.resolve())
+
+
+def test_backbone_size_and_split():
+    with pytest.raises(ConfigError, match="at least 71"):
+        build_backbone(64, None)
+    backbone = build_backbone(SIZE, None)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, SIZE, SIZE, 3)).astype("float32")
+    whole = backbone(x, training=False)
+    for k in (1, 3):
+        trunk, top = split_backbone(backbone, k)
+        assert np.allclose(top(trunk(x, training=False), training=False), whole, atol=1e-5)
+    trunk, top = split_backbone(backbone, 0)
+    assert top is None and trunk.output.shape[-1] == 2048
+    with pytest.raises(ConfigError):
+        split_backbone(backbone, 11)
+
+
+# ------------------------------------------------------------------ training
+
+
+def test_fit_predict_evaluate(fitted, data):
+    assert fitted.classes_ == sorted(LABELS)
+    test = data[data.split == "test"]
+    proba = fitted.predict_proba(test)
+    assert proba.shape == (len(test), 4)
+    assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    assert set(fitted.predict(test)) <= set(LABELS)
+    assert list(fitted.history_["phase"].unique()) == ["1 head", "2 fine-tune"]
+    assert {"loss", "val_loss", "accuracy", "top3"} <= set(fitted.history_.columns)
+    assert fitted.n_train_ == (data.split == "train").sum() and fitted.train_seconds_ > 0
+    result = fitted.evaluate(test)
+    assert result["n"] == len(test) and 0 <= result["top1"] <= result["top3"] <= 1
+    assert result["confusion"].to_numpy().sum() == len(test)
+    assert list(result["per_class"].index) == sorted(LABELS)
+
+
+def test_same_seed_same_model(fitted, data, cache):
+    train, val = data[data.split == "train"], data[data.split == "val"]
+    again = XceptionClassifier(feature_cache=cache, **_params()).fit(train, val)
+    test = data[data.split == "test"]
+    assert np.allclose(again.predict_proba(test), fitted.predict_proba(test), atol=1e-6)
+    pd.testing.assert_frame_equal(again.history_, fitted.history_)
+
+
+def test_cache_is_shared_and_checked(fitted, cache, data):
+    n = len(cache)
+    XceptionClassifier(feature_cache=cache, **_params(fine_tune_epochs=0)).fit(
+        data[data.split == "train"], data[data.split == "val"])
+    assert len(cache) == n, "a second model reuses the cached trunk activations"
+    with pytest.raises(ConfigError, match="feature_cache"):
+        XceptionClassifier(feature_cache=cache, **_params(unfreeze_blocks=2)).fit(
+            data[data.split == "train"])
+
+
+def test_augment_views_add_training_examples(data, cache):
+    train = data[data.split == "train"]
+    clf = XceptionClassifier(feature_cache=cache, **_params(fine_tune_epochs=0, epochs=1,
+                                                            augment_views=2)).fit(train)
+    assert clf.n_train_ == 3 * len(train)
+    assert (train["file"].iloc[0], "aug2") in cache._store
+
+
+@pytest.mark.parametrize("cache_trunk", [True, False])
+def test_phase_two_trains_the_unfrozen_top_blocks(data, cache, cache_trunk):
+    """Fine-tuning must change the top block's convolutions, not only the head."""
+    train, val = data[data.split == "train"], data[data.split == "val"]
+    clf = XceptionClassifier(feature_cache=cache,
+                             **_params(cache_trunk=cache_trunk, fine_tune_learning_rate=1e-2))
+    def block14(model):
+        return [w.numpy() for w in model.weights if w.path.startswith("block14_sepconv1/")]
+
+    before = block14(cache.new_backbone())
+    clf.fit(train, val)
+    after = block14(clf.model_)
+    assert len(after) == len(before) > 0
+    assert any(not np.allclose(b, a) for b, a in zip(before, after, strict=True))
+
+
+def test_fine_tune_on_images_with_online_augmentation(data, cache):
+    train, val = data[data.split == "train"], data[data.split == "val"]
+    clf = XceptionClassifier(feature_cache=cache, **_params(cache_trunk=False, augment_views=1))
+    clf.fit(train, val)
+    assert list(clf.history_["phase"].unique()) == ["1 head", "2 fine-tune"]
+    assert clf.n_train_ == len(train), "online augmentation adds no fixed copies"
+    test = data[data.split == "test"]
+    assert np.allclose(clf.predict_proba(test), clf.model_.predict(
+        np.stack([load_image(f, SIZE) for f in test["file"]]), verbose=0), atol=1e-3)
+
+
+def test_unreadable_training_image_is_skipped_with_reason(data, cache, tmp_path, caplog):
+    bad = tmp_path / "ball" / "broken.jpg"
+    bad.parent.mkdir()
+    bad.write_bytes(b"<html>not an image</html>")
+    train = pd.concat([data[data.split == "train"],
+                       pd.DataFrame([{"file": str(bad), "label": "ball"}])], ignore_index=True)
+    with caplog.at_level(logging.WARNING, logger="lfhelpers.classifier"):
+        clf = XceptionClassifier(feature_cache=cache, **_params(fine_tune_epochs=0,
+                                                                epochs=1)).fit(train)
+    assert clf.n_train_ == len(train) - 1
+    assert any("broken.jpg" in r.getMessage() for r in caplog.records)
+
+
+def test_empty_or_single_class_training_set_is_refused(data, cache):
+    train = data[data.split == "train"]
+    with pytest.raises(DataError, match="empty"):
+        XceptionClassifier(feature_cache=cache, **_params()).fit(train.iloc[:0])
+    with pytest.raises(DataError, match="two classes"):
+        XceptionClassifier(feature_cache=cache, **_params()).fit(train[train.label == "key"])
+
+
+# ------------------------------------------------------------------ saving and the CLI
+
+
+def test_save_load_roundtrip(fitted, data, tmp_path):
+    paths = fitted.save(tmp_path / "models" / "xception.keras")
+    assert [p.name for p in paths] == ["xception.keras", "xception.labels.json"]
+    meta = json.loads(labels_path(paths[0]).read_text(encoding="utf-8"))
+    assert meta["labels"] == sorted(LABELS) and meta["image_size"] == SIZE
+    loaded = XceptionClassifier.load(paths[0])
+    test = data[data.split == "test"]
+    # the loaded model runs the whole network on the files; the fitted one uses its cache
+    assert np.allclose(loaded.predict_proba(test), fitted.predict_proba(test), atol=1e-4)
+    with pytest.raises(ConfigError, match=r"\.keras"):
+        fitted.save(tmp_path / "model.h5")
+
+
+def test_flip_tta_is_saved_with_the_model(data, cache, tmp_path):
+    train, test = data[data.split == "train"], data[data.split == "test"]
+    clf = XceptionClassifier(feature_cache=cache, **_params(fine_tune_epochs=0, flip_tta=True))
+    clf.fit(train)
+    plain = clf.cut_model_.predict(cache.features(list(test["file"])).astype("float32"),
+                                   verbose=0)
+    mirrored = clf.cut_model_.predict(cache.features(list(test["file"]), "fliplr").astype(
+        "float32"), verbose=0)
+    assert np.allclose(clf.predict_proba(test), (plain + mirrored) / 2, atol=1e-6)
+    loaded = XceptionClassifier.load(clf.save(tmp_path / "tta.keras")[0])
+    assert loaded.flip_tta
+    assert np.allclose(loaded.predict_proba(test), clf.predict_proba(test), atol=1e-4)
+
+
+def test_predict_cli(fitted, data, tmp_path, capsys):
+    model = fitted.save(tmp_path / "m.keras")[0]
+    good = list(data[data.split == "test"]["file"].iloc[:2])
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"GIF89a-truncated")
+    code = predict_main(["--model", str(model), good[0], str(bad), good[1],
+                         str(tmp_path / "missing.png")])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 1, "some images failed"
+    assert [e["path"] for e in lines] == [good[0], str(bad), good[1],
+                                          str(tmp_path / "missing.png")]
+    assert "error" in lines[1] and "error" in lines[3]
+    for entry in (lines[0], lines[2]):
+        assert len(entry["top3"]) == 3
+        assert {t["label"] for t in entry["top3"]} <= set(LABELS)
+        probs = [t["prob"] for t in entry["top3"]]
+        assert probs == sorted(probs, reverse=True)
+    assert predict_main(["--model", str(model), good[0]]) == 0
+    capsys.readouterr()
+    assert predict_main(["--model", str(tmp_path / "nope.keras"), good[0]]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_load_image_applies_exif_orientation(tmp_path):
+    from PIL import Image
+
+    img = Image.new("RGB", (100, 80), (255, 0, 0))
+    img.paste((0, 0, 255), (0, 0, 50, 80))  # left half blue
+    exif = Image.Exif()
+    exif[0x0112] = 3  # rotated 180 degrees
+    img.save(tmp_path / "r.jpg", exif=exif, quality=95)
+    arr = load_image(tmp_path / "r.jpg", 72)
+    assert arr.shape == (72, 72, 3) and arr.dtype == np.float32
+    assert arr[36, 5, 0] > 200 and arr[36, 66, 2] > 200, "displayed as the camera meant it"
+    with pytest.raises(DataError):
+        load_image(tmp_path / "none.jpg", 72)
+
+
+# ------------------------------------------------------------------ evaluation helpers
+
+
+def test_evaluate_predictions_known_values():
+    classes = ["a", "b", "c", "d"]
+    proba = np.array([[0.7, 0.2, 0.1, 0.0],   # a: right
+                      [0.5, 0.3, 0.2, 0.0],   # b: second
+                      [0.4, 0.3, 0.2, 0.1],   # d: fourth
+                      [0.1, 0.1, 0.2, 0.6]])  # d: right
+    result = evaluate_predictions(["a", "b", "d", "d"], proba, classes)
+    assert result["top1"] == 0.5 and result["top3"] == 0.75
+    expected_loss = -np.mean(np.log([0.7, 0.3, 0.1, 0.6]))
+    assert result["loss"] == pytest.approx(expected_loss)
+    assert result["per_class"].loc["d", "recall"] == 0.5
+    assert result["confusion"].loc["d", "a"] == 1
+    table = top_k_table(proba, classes, k=3, files=["/x/1.jpg", "/x/2.jpg", "/x/3.jpg",
+                                                    "/x/4.jpg"])
+    assert list(table.columns) == ["file", "top1", "p1", "top2", "p2", "top3", "p3"]
+    assert table.loc[3, "top1"] == "d" and table.loc[3, "p1"] == 0.6
+
+
+def test_comparison_table():
+    table = comparison_table({"without augmentation": {"loss": 1.0, "top1": 0.5, "top3": 0.9,
+                                                       "macro_f1": 0.4, "n_train": 10},
+                              "with augmentation": {"loss": 0.8, "top1": 0.6, "top3": 0.95,
+                                                    "macro_f1": 0.5, "n_train": 20}})
+    assert list(table.index) == ["without augmentation", "with augmentation"]
+    assert table.loc["with augmentation", "test_top1"] == 0.6
+
+
+def test_cap_per_class():
+    df = pd.DataFrame({"label": ["a"] * 10 + ["b"] * 3, "file": [str(i) for i in range(13)]})
+    capped = cap_per_class(df, 4, seed=1)
+    assert capped["label"].value_counts().to_dict() == {"a": 4, "b": 3}
+    assert capped.equals(cap_per_class(df, 4, seed=1))
+    assert len(cap_per_class(df, 0)) == 13
+
+
+def test_augmented_training_set(data, tmp_path):
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    data.drop(columns="file").to_csv(clean / "manifest.csv", index=False)
+    train = data[data.split == "train"].drop(columns="file").assign(
+        file=lambda d: [str(clean / p) for p in d["path"]])
+    aug_dir = tmp_path / "clean_augmented"  # notebook 02's default place for this folder
+    aug_dir.mkdir()
+    first, second = train["path"].iloc[0], train["path"].iloc[1]
+    val_path = data[data.split == "val"]["path"].iloc[0]
+    capped = train[train["path"] != second]  # as if max_per_class had dropped `second`
+    extra = pd.DataFrame([{"path": "ball/x_aug1.jpg", "label": "ball", "split": "train",
+                           "sha256": "new1", "origin": first},
+                          {"path": "ball/y_aug1.jpg", "label": "ball", "split": "train",
+                           "sha256": "new2", "origin": second}])
+    extra.to_csv(aug_dir / "manifest.csv", index=False)
+    rows, views, note = augmented_training_set(clean, capped, "", online_views=2)
+    assert len(rows) == len(capped) + 1 and views == 0 and "1 augmented" in note
+    assert rows["file"].iloc[-1] == str(aug_dir / "ball" / "x_aug1.jpg")
+    rows, views, note = augmented_training_set(clean, train, "none", online_views=2)
+    assert rows is train and views == 2 and "online" in note
+    rows, views, note = augmented_training_set(clean, train, tmp_path / "nothing")
+    assert rows is None and "skipped" in note and "notebook 02" in note
+    extra.loc[0, "origin"] = val_path  # a copy of a validation image: a leak
+    extra.to_csv(aug_dir / "manifest.csv", index=False)
+    with pytest.raises(DataError):
+        augmented_training_set(clean, train, aug_dir)
+
+
+def test_plots_have_titles_and_labels(fitted, data):
+    result = fitted.evaluate(data[data.split == "test"])
+    fig = plot_learning_curves(fitted.history_, "curves")
+    assert fig._suptitle.get_text() == "curves"
+    assert all(ax.get_xlabel() == "epoch" for ax in fig.axes)
+    fig = plot_confusion_matrix(result["confusion"], "cm")
+    assert fig.axes[0].get_title() == "cm" and fig.axes[0].get_ylabel() == "true label"
+    test = data[data.split == "test"].reset_index(drop=True)
+    proba = np.tile(np.eye(4)[[1]], (len(test), 1))  # always "card": most are mistakes
+    fig = mistake_gallery(test, proba, sorted(LABELS), n=5)
+    titled = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert len(titled) == 5 and all(t.startswith("true: ") for t in titled)
+    plt.close("all")
+
+
+def test_leak_demo_protocols(data, cache):
+    table = augmentation_leak_demo(data, views=("orig", "fliplr"), feature_cache=cache,
+                                   **_params(fine_tune_epochs=0, epochs=1))
+    leaky, honest = table.iloc[0], table.iloc[1]
+    assert leaky["test_with_copy_in_train"] > 0.5, "copies of test images were trained on"
+    assert honest["test_with_copy_in_train"] == 0
+    assert honest["test_images"] == (data.split == "test").sum()
+
+
+def test_not_fitted():
+    with pytest.raises(LFError, match="not fitted"):
+        XceptionClassifier().predict_proba(["x.jpg"])
+
+
+# ------------------------------------------------------------------ real weights
+
+
+@pytest.mark.slow
+def test_imagenet_weights_learn_the_synthetic_classes(tmp_path, monkeypatch):
+    weights = os.environ.get(WEIGHTS_ENV) or str(ROOT / DEFAULT_WEIGHTS_FILE)
+    if weights in ("none", "imagenet") or not Path(weights).is_file():
+        pytest.skip(f"needs a local ImageNet weights file ({DEFAULT_WEIGHTS_FILE} or "
+                    f"{WEIGHTS_ENV})")
+    df = _manifest(tmp_path, n_per_class=16, size=96, seed=11)
+    clf = XceptionClassifier(**_params(image_size=96, weights=weights, epochs=15,
+                                       fine_tune_epochs=0, patience=5)).fit(
+        df[df.split == "train"], df[df.split == "val"])
+    assert clf.evaluate(df[df.split == "test"])["top1"] >= 0.9

@@ -1,0 +1,281 @@
+"""Tests of lfhelpers.embed: weights, the embedder, its cache, the classifier cut, feature sets.
+
+The core tests use ``weights="none"`` (random MobileNet, 64 px) and run anywhere; the test with
+ImageNet weights needs the MobileNet file (``LF_MOBILENET_WEIGHTS``, or the data mirror's
+``../weights`` folder) and is skipped without it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lfhelpers import embed
+from lfhelpers.errors import ConfigError, DataError
+from lfhelpers.fixtures import make_synthetic_dataset
+
+# Keras' own numpy conversion warns under NumPy 2 (not ours to fix)
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+SIZE = 64
+MOBILENET_FILE = "mobilenet_2_5_224_tf_no_top.h5"
+
+
+def mobilenet_weights() -> Path | None:
+    """The MobileNet ImageNet weights file, when this machine has it."""
+    value = os.environ.get("LF_MOBILENET_WEIGHTS", "")
+    if value and Path(value).is_file():
+        return Path(value)
+    mirror = os.environ.get("LF_DATA_MIRROR", "")
+    if mirror and (Path(mirror) / ".." / "weights" / MOBILENET_FILE).is_file():
+        return (Path(mirror) / ".." / "weights" / MOBILENET_FILE).resolve()
+    return None
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> tuple[list[str], list[str]]:
+    """6 synthetic photos of each of 3 classes (80 px)."""
+    root = tmp_path_factory.mktemp("photos")
+    make_synthetic_dataset(root, n_per_class=6, size=80, seed=1,
+                           labels=["ball", "card", "열쇠고리"])
+    files = sorted(str(p) for p in root.glob("*/*.jpg"))
+    return files, [Path(f).parent.name for f in files]
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory) -> str:
+    """A fixed random MobileNet weights file (cacheable, unlike weights='none')."""
+    embed.set_seed(0)
+    model, _, _ = embed.build_backbone("mobilenet", SIZE, None)
+    path = tmp_path_factory.mktemp("w") / "random_mobilenet.weights.h5"
+    model.save_weights(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def classifier_file(tmp_path_factory) -> Path:
+    """A small classifier saved like notebook 03's: pixels 0-255 in, softmax out, labels json."""
+    import keras
+
+    embed.set_seed(0)
+    inp = keras.Input((SIZE, SIZE, 3), name="pixels")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(inp)
+    trunk = keras.applications.MobileNet(alpha=0.25, include_top=False, weights=None,
+                                         input_shape=(SIZE, SIZE, 3))
+    x = trunk(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    head = keras.Sequential([keras.layers.Dropout(0.2),
+                             keras.layers.Dense(3, activation="softmax", name="predictions")],
+                            name="head")
+    model = keras.Model(inp, head(x), name="tiny_classifier")
+    folder = tmp_path_factory.mktemp("models")
+    path = folder / "tiny.keras"
+    model.save(path)
+    (folder / "tiny.labels.json").write_text(
+        json.dumps({"labels": ["ball", "card", "열쇠고리"], "image_size": SIZE}), encoding="utf-8")
+    return path
+
+
+def quiet(**params) -> embed.Embedder:
+    params.setdefault("backbone", "mobilenet")
+    params.setdefault("image_size", SIZE)
+    params.setdefault("batch_size", 8)
+    return embed.Embedder(progress=False, **params)
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def test_resolve_weights_values(tmp_path, monkeypatch):
+    monkeypatch.delenv("LF_MOBILENET_WEIGHTS", raising=False)
+    monkeypatch.delenv("LF_DATA_MIRROR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert embed.resolve_weights("mobilenet", "none") is None
+    assert embed.resolve_weights("mobilenet", "imagenet") == "imagenet"
+    file = tmp_path / "w.h5"
+    file.write_bytes(b"x")
+    assert embed.resolve_weights("mobilenet", str(file)) == str(file.resolve())
+    with pytest.raises(ConfigError, match="does not exist"):
+        embed.resolve_weights("mobilenet", str(tmp_path / "missing.h5"))
+    with pytest.raises(ConfigError, match="Unknown backbone"):
+        embed.resolve_weights("no_such_net", "none")
+
+
+def test_auto_weights_use_env_then_local_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LF_DATA_MIRROR", raising=False)
+    monkeypatch.setenv("LF_MOBILENET_WEIGHTS", "none")
+    assert embed.resolve_weights("mobilenet", "auto") is None
+    monkeypatch.delenv("LF_MOBILENET_WEIGHTS")
+    local = tmp_path / "models" / "weights" / MOBILENET_FILE
+    local.parent.mkdir(parents=True)
+    local.write_bytes(b"x")
+    assert embed.resolve_weights("mobilenet", "") == str(local.resolve())
+    mirror = tmp_path / "shared" / "datasets"
+    (tmp_path / "shared" / "weights").mkdir(parents=True)
+    mirror.mkdir()
+    (tmp_path / "shared" / "weights" / "xception_imagenet_notop.weights.h5").write_bytes(b"x")
+    monkeypatch.setenv("LF_DATA_MIRROR", str(mirror))
+    monkeypatch.delenv("LF_XCEPTION_WEIGHTS", raising=False)
+    assert Path(embed.resolve_weights("xception", "auto")).name == \
+        "xception_imagenet_notop.weights.h5"
+
+
+def test_backbone_by_keras_class_name_and_size_check():
+    assert embed.backbone_spec("DenseNet121").keras_name == "DenseNet121"
+    with pytest.raises(ConfigError, match="too small"):
+        embed.build_backbone("xception", 48, None)
+
+
+# --------------------------------------------------------------------------- embedder
+
+
+def test_embeddings_are_unit_vectors_and_deterministic(photos):
+    files, _ = photos
+    embed.set_seed(3)
+    first = quiet(weights="none").fit().transform(files)
+    embed.set_seed(3)
+    again = quiet(weights="none").fit().transform(files)
+    assert first.shape == (len(files), 256)
+    assert first.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(first, again, atol=1e-6)
+    raw = quiet(weights="none", normalize=False).fit().extract(files[:3]).features
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
+
+
+def test_batching_does_not_change_vectors(photos, weights_file):
+    files, _ = photos
+    a = quiet(weights=weights_file, batch_size=4).fit().transform(files[:7])
+    b = quiet(weights=weights_file, batch_size=16).fit().transform(files[:7])
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_unreadable_image_is_skipped_with_reason(photos, tmp_path, caplog):
+    files, _ = photos
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"<html>not an image</html>")
+    embedder = quiet(weights="none").fit()
+    with caplog.at_level(logging.WARNING, logger="lfhelpers.embed"):
+        result = embedder.extract([files[0], str(bad), files[1]])
+    assert result.ok.tolist() == [True, False, True]
+    assert result.features.shape == (2, 256)
+    assert str(bad) in result.errors and "broken.jpg" in caplog.text
+    aligned = result.aligned()
+    assert np.isnan(aligned[1]).all() and np.isfinite(aligned[[0, 2]]).all()
+    with pytest.raises(DataError, match="could not be read"):
+        embedder.transform([str(bad)])
+
+
+def test_cache_by_content(photos, weights_file, tmp_path):
+    files, _ = photos
+    cache = tmp_path / "cache"
+    first = quiet(weights=weights_file, cache_dir=cache).fit().extract(files)
+    assert first.n_cached == 0
+    second = quiet(weights=weights_file, cache_dir=cache).fit().extract(files)
+    assert second.n_cached == len(files)
+    np.testing.assert_allclose(first.features, second.features, atol=1e-6)
+    # a copy under another name is a hit; a changed file is not
+    copy = tmp_path / "copy.jpg"
+    copy.write_bytes(Path(files[0]).read_bytes())
+    changed = tmp_path / "changed.jpg"
+    Image.open(files[0]).rotate(90).save(changed)
+    third = quiet(weights=weights_file, cache_dir=cache).fit().extract([copy, changed])
+    assert third.n_cached == 1
+    # another image size is another model: its own cache folder
+    other = quiet(weights=weights_file, cache_dir=cache, image_size=48).fit()
+    assert other.cache_key_ != quiet(weights=weights_file, cache_dir=cache).fit().cache_key_
+    # random weights are never cached
+    assert quiet(weights="none", cache_dir=cache).fit().cache_key_ is None
+
+
+def test_load_rgb_handles_modes_and_exif(tmp_path):
+    grey = tmp_path / "grey.png"
+    Image.new("L", (40, 20), 100).save(grey)
+    rgba = tmp_path / "rgba.png"
+    Image.new("RGBA", (30, 30), (255, 0, 0, 0)).save(rgba)
+    rotated = tmp_path / "rot.jpg"
+    im = Image.new("RGB", (60, 20), (0, 0, 255))
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90° when shown
+    im.save(rotated, exif=exif)
+    assert embed.load_rgb(grey, 32).shape == (32, 32, 3)
+    assert (embed.load_rgb(rgba, 16) == 255).all()  # transparent -> white
+    tall = embed.load_rgb(rotated, 32)
+    assert tall.shape == (32, 32, 3)
+
+
+def test_standardize_l2_uses_fit_rows_only():
+    x = np.array([[1.0, 100.0], [3.0, 300.0], [1000.0, -5.0]])
+    out = embed.standardize_l2(x, np.array([True, True, False]))
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(out[0], -out[1], atol=1e-6)
+
+
+# --------------------------------------------------------------------------- classifier
+
+
+def test_classifier_embedding_and_top_k(photos, classifier_file, tmp_path):
+    import keras
+
+    files, _ = photos
+    embedder = embed.Embedder("classifier", model_path=classifier_file, progress=False,
+                              cache_dir=tmp_path / "cache").fit()
+    assert embedder.image_size_ == SIZE and embedder.dim_ == 256
+    assert embedder.classes_ == ["ball", "card", "열쇠고리"]
+    vectors = embedder.transform(files[:4])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    top = embedder.top_k(files[:4], k=2)
+    model = keras.models.load_model(classifier_file, compile=False)
+    pixels = np.stack([embed.load_rgb(f, SIZE) for f in files[:4]]).astype(np.float32)
+    expected = model.predict(pixels, verbose=0)
+    for f, row in zip(files[:4], expected, strict=True):
+        labels = [lab for lab, _ in top[f]]
+        assert labels[0] == ["ball", "card", "열쇠고리"][int(np.argmax(row))]
+        assert top[f][0][1] == pytest.approx(float(row.max()), abs=1e-4)
+    assert embedder.extract(files[:4]).n_cached == 4  # top_k reused the same vectors
+
+
+def test_classifier_needs_a_model_file():
+    with pytest.raises(ConfigError, match="model_path"):
+        embed.Embedder("classifier", model_path="nope.keras").fit()
+    with pytest.raises(ConfigError, match="predict_proba"):
+        quiet(weights="none").fit().predict_proba(np.zeros((1, 256)))
+
+
+# --------------------------------------------------------------------------- feature sets
+
+
+def test_feature_sets_skip_missing_finetuned_and_align_rows(photos, tmp_path):
+    files, _ = photos
+    fit = np.arange(len(files)) % 3 != 0
+    sets = embed.feature_sets("finetuned,mobilenet,haralick", files, fit, image_size=SIZE,
+                              weights="none", classifier_model=tmp_path / "none.keras",
+                              cache_dir=tmp_path / "cache", progress=False)
+    assert list(sets) == ["finetuned", "mobilenet", "haralick"]
+    assert sets["finetuned"].features is None and "skipped" in sets["finetuned"].note
+    assert sets["mobilenet"].features.shape == (len(files), 256)
+    assert sets["haralick"].features.shape[0] == len(files)
+    np.testing.assert_allclose(np.linalg.norm(sets["haralick"].features, axis=1), 1.0,
+                               rtol=1e-5)
+    table = embed.feature_table(sets)
+    assert table.loc["finetuned", "dim"] == 0 and table.loc["mobilenet", "dim"] == 256
+
+
+def test_imagenet_mobilenet_separates_the_synthetic_classes(photos):
+    path = mobilenet_weights()
+    if path is None:
+        pytest.skip("needs the MobileNet ImageNet weights: set LF_MOBILENET_WEIGHTS or "
+                    "LF_DATA_MIRROR")
+    from lfhelpers.match import retrieval_scores
+
+    files, labels = photos
+    vectors = quiet(weights=str(path), image_size=96).fit().transform(files)
+    summary, _ = retrieval_scores(vectors, labels)
+    assert summary["p_at_1"] >= 0.8
