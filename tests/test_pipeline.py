@@ -137,3 +137,14 @@ def test_smoke_profile_runs_every_notebook(tmp_path):
         assert (out / f"{stem}.ipynb").is_file(), stem
         assert (out / f"{stem}.html").is_file(), stem
         assert stem in metrics, stem
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    import os
+
+    from lfhelpers.fsutil import write_json
+
+    write_json(tmp_path / "x.json", {"a": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~umask
