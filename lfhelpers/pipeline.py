@@ -184,6 +184,15 @@ def _kernel_env() -> tempfile.TemporaryDirectory:
     return tmp
 
 
+def collapse_progress(text: str) -> str:
+    """Keep what a terminal would show of text with carriage returns (progress bars).
+
+    Each line keeps only what follows its last ``\\r``, so a tqdm bar shows as its final state
+    instead of one line per update.
+    """
+    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
+
+
 def export_html(notebook: str | os.PathLike[str]) -> Path:
     """Write ``<notebook>.html`` next to an executed notebook and return its path."""
     import nbformat
@@ -191,6 +200,20 @@ def export_html(notebook: str | os.PathLike[str]) -> Path:
 
     notebook = Path(notebook)
     nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        merged: list = []
+        for output in cell.get("outputs", []):
+            if (output.get("output_type") == "stream" and merged
+                    and merged[-1].get("output_type") == "stream"
+                    and merged[-1].get("name") == output.get("name")):
+                merged[-1]["text"] += output["text"]
+            else:
+                merged.append(output)
+        for output in merged:
+            if output.get("output_type") == "stream":
+                output["text"] = collapse_progress(output["text"])
+        if "outputs" in cell:
+            cell["outputs"] = merged
     exporter = HTMLExporter()
     exporter.log.setLevel(logging.ERROR)  # not the accessibility notes on figure alt text
     body, _ = exporter.from_notebook_node(nb)

@@ -148,3 +148,9 @@ def test_atomic_writes_get_the_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_progress_bars_collapse_to_their_last_state():
+    from lfhelpers.pipeline import collapse_progress
+
+    assert collapse_progress("a:  0%\ra: 50%\ra:100%\ndone\n") == "a:100%\ndone\n"
