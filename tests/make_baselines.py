@@ -18,6 +18,13 @@ from lfhelpers.pipeline import run_pipeline
 HERE = Path(__file__).resolve().parent / "baselines"
 
 
+def strip_images(cell) -> None:
+    """Drop embedded pictures: nbval never compares them, and they would bloat the repository."""
+    for output in cell.get("outputs", []):
+        for mime in ("image/png", "image/jpeg", "image/svg+xml"):
+            output.get("data", {}).pop(mime, None)
+
+
 def main(argv: list[str]) -> int:
     """Execute the notebooks (all, or ``--only 01,03``) with the smoke profile."""
     only = argv[argv.index("--only") + 1] if "--only" in argv else None
@@ -30,6 +37,7 @@ def main(argv: list[str]) -> int:
         for cell in nb.cells:
             cell.metadata.pop("papermill", None)
             cell.metadata.pop("execution", None)
+            strip_images(cell)
         nbformat.write(nb, path)
         print(f"baseline {path.relative_to(HERE.parent.parent)} ({run.seconds:.0f} s)")
     (HERE / "run.json").unlink(missing_ok=True)
