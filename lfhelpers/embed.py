@@ -50,6 +50,7 @@ from tqdm import tqdm
 
 from .errors import ConfigError, DataError, NetworkUnavailableError
 from .fsutil import atomic_write, sha256_file
+from .texture import Extraction
 
 log = logging.getLogger(__name__)
 
@@ -349,8 +350,7 @@ def standardize_l2(features: np.ndarray, fit_rows: np.ndarray | None = None) -> 
 # --------------------------------------------------------------------------- embedder
 
 
-@dataclass
-class Embeddings:
+class Embeddings(Extraction):
     """Result of :meth:`Embedder.extract`.
 
     Attributes
@@ -367,23 +367,6 @@ class Embeddings:
     n_cached : int
         Rows read from the disk cache.
     """
-
-    features: np.ndarray
-    ok: np.ndarray
-    errors: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-    n_cached: int = 0
-
-    @property
-    def images_per_second(self) -> float:
-        """Images handled per second of wall-clock time."""
-        return float(len(self.ok) / self.seconds) if self.seconds > 0 else float("inf")
-
-    def aligned(self) -> np.ndarray:
-        """A row per input: skipped inputs get a row of NaN (for aligning several sets)."""
-        out = np.full((len(self.ok), self.features.shape[1]), np.nan, dtype=np.float32)
-        out[self.ok] = self.features
-        return out
 
 
 class Embedder(TransformerMixin, BaseEstimator):
@@ -774,8 +757,7 @@ def feature_sets(
             extractor = HaralickFeatures(n_jobs=-1, progress=progress,
                                          cache_dir=cache / "haralick" if cache else None)
             result = extractor.extract(files)
-            aligned = np.full((len(files), result.features.shape[1]), np.nan)
-            aligned[result.ok] = result.features
+            aligned = result.aligned(np.float64)
             fit = result.ok if fit_rows is None else result.ok & np.asarray(fit_rows, bool)
             values = np.full(aligned.shape, np.nan, np.float32)
             values[result.ok] = standardize_l2(aligned, fit)[result.ok]

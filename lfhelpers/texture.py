@@ -314,6 +314,12 @@ class Extraction:
         """Images handled per second of wall-clock time."""
         return float(len(self.ok) / self.seconds) if self.seconds > 0 else float("inf")
 
+    def aligned(self, dtype: type = np.float32) -> np.ndarray:
+        """A row per input: skipped inputs get a row of NaN (for aligning several sets)."""
+        out = np.full((len(self.ok), self.features.shape[1]), np.nan, dtype=dtype)
+        out[self.ok] = self.features
+        return out
+
 
 class HaralickFeatures(TransformerMixin, BaseEstimator):
     """Haralick texture features of image files, as a scikit-learn transformer.
