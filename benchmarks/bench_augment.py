@@ -41,7 +41,7 @@ import pandas as pd
 from PIL import Image
 
 from lfhelpers.augment import AugmentParams, augment_sources, image_rng, random_transform
-from lfhelpers.fixtures import make_synthetic_dataset
+from lfhelpers.data.fixtures import make_synthetic_dataset
 from lfhelpers.fsutil import write_json
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}

@@ -34,9 +34,9 @@ import numpy as np
 from PIL import Image
 from scipy.stats import binomtest
 
-from lfhelpers.fixtures import make_synthetic_dataset
+from lfhelpers.data.fixtures import make_synthetic_dataset
 from lfhelpers.fsutil import write_json
-from lfhelpers.texture import HaralickFeatures, evaluate
+from lfhelpers.similarity.texture import HaralickFeatures, evaluate
 
 log = logging.getLogger("bench_haralick")
 

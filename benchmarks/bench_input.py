@@ -49,7 +49,7 @@ def time_tfdata(files: list[str], size: int, batch: int, epochs: int, augment: b
                 seed: int) -> list[float]:
     """Seconds per epoch of :func:`lfhelpers.classifier.make_dataset`."""
     from lfhelpers.augment import keras_augmentation
-    from lfhelpers.classifier import make_dataset
+    from lfhelpers.models.xception import make_dataset
 
     labels = np.eye(2, dtype=np.float32)[np.arange(len(files)) % 2]
     ds = make_dataset(files, labels, image_size=size, batch_size=batch, shuffle=True, seed=seed,

@@ -48,7 +48,7 @@ import pandas as pd
 from scipy.spatial.distance import cdist, pdist, squareform
 
 from lfhelpers.fsutil import write_json
-from lfhelpers.match import GalleryIndex, available_backends
+from lfhelpers.similarity.match import GalleryIndex, available_backends
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

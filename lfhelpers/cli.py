@@ -1,46 +1,34 @@
-"""Command line: ``python -m lfhelpers COMMAND ...`` (also installed as ``lfhelpers``).
+"""Command line: ``python -m lfhelpers VERB ...`` (also installed as ``lfhelpers``).
 
-Commands
---------
-run      execute the numbered notebooks with papermill (profiles, ``-p`` overrides)
-fetch    download (or copy from ``LF_DATA_MIRROR``) a public data set
-clean    clean and split a folder of class sub-folders, writing ``manifest.csv``
-crawl    crawl a listing site into class folders with an ``items.csv`` sidecar
-color    name the main colours of the item in photos
-predict  top-3 categories of photos with a model trained by notebook 03
+One :mod:`argparse` parser with a sub-command per verb; each verb's handler imports its stage
+only when it runs, so ``--help`` is instant (TensorFlow is imported by the verbs that need it).
+Exit status: 0 on success, 1 when a notebook of ``run`` failed or some inputs of a per-file verb
+could not be read, 2 on any other error a user can act on (the message says what to do).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
-from collections.abc import Callable
+from pathlib import Path
 
-from .errors import LFError, PipelineError
+from lfhelpers.errors import LFError, PipelineError
 
-#: Commands implemented in other modules: name -> ("module", "function(argv) -> int", help).
-EXTERNAL: dict[str, tuple[str, str, str]] = {
-    "fetch": ("lfhelpers.sources", "fetch_main", "download or copy a public data set"),
-    "crawl": ("lfhelpers.crawl", "crawl_main",
-              "crawl a lost-and-found listing site into class folders"),
-    "color": ("lfhelpers.color", "color_main", "name the main colours of the item in photos"),
-    "predict": ("lfhelpers.classifier", "predict_main",
-                "top-3 categories of photos with a model from notebook 03"),
-}
+MIRROR_ENV = "LF_DATA_MIRROR"
+
+
+# --------------------------------------------------------------------------- handlers
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .pipeline import parse_overrides, run_pipeline
+    from lfhelpers.pipeline import parse_overrides, publish, run_pipeline
 
     result = run_pipeline(profile=args.profile, only=args.only,
                           overrides=parse_overrides(args.param), out_dir=args.out,
                           html=not args.no_html)
     print(f"Done: {len(result.notebooks)} notebook(s) in {result.out_dir}")
     if args.publish:
-        from .pipeline import publish
-
         print(f"Published the reports to {publish(result, args.publish)}")
     for stem, figures in result.metrics.items():
         shown = ", ".join(f"{k}={v}" for k, v in figures.items()
@@ -50,8 +38,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _clean(args: argparse.Namespace) -> int:
-    from .clean import CleanOptions
-    from .dataset import class_counts, prepare_dataset
+    from lfhelpers.data import class_counts, prepare_dataset
+    from lfhelpers.data.clean import CleanOptions
 
     options = CleanOptions(min_side=args.min_side, max_pixels=args.max_pixels,
                            near_dup_distance=args.near_dup_distance,
@@ -69,66 +57,172 @@ def _clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetch(args: argparse.Namespace) -> int:
+    from lfhelpers.data.sources import fetch_command
+
+    return fetch_command(args)
+
+
+def _crawl(args: argparse.Namespace) -> int:
+    from lfhelpers.crawl.crawler import crawl_command
+
+    return crawl_command(args)
+
+
+def _color(args: argparse.Namespace) -> int:
+    from lfhelpers.color.names import color_command
+
+    return color_command(args)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from lfhelpers.models.xception import predict_command
+
+    return predict_command(args)
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="execute the numbered notebooks with papermill",
+                       description="Execute the numbered notebooks in order with papermill.")
+    p.add_argument("--profile", default="cpu", help="smoke, cpu or full (default: cpu)")
+    p.add_argument("--only", default=None, help="notebook numbers to run, e.g. 01,03")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a parameter for every notebook that has it (repeatable)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: reports/runs/<profile>-<UTC time>)")
+    p.add_argument("--no-html", action="store_true", help="skip the HTML exports")
+    p.add_argument("--publish", default=None, metavar="DIR",
+                   help="after a successful run, copy HTML and metrics to DIR "
+                        "(make demo: reports/latest)")
+    p.set_defaults(func=_run)
+
+
+def _add_fetch(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fetch", help="download (or copy from the offline mirror) a public data set",
+        description=f"Fetch a public data set (lostnet, caltech101_5, codingtrain_colors) or "
+                    f"check a local folder into data/raw/<name>. With {MIRROR_ENV}=<folder> "
+                    "the data are copied from <folder>/<name> instead.")
+    p.add_argument("name", metavar="NAME", help="data-set name or a local folder")
+    p.add_argument("--dest", type=Path, default=None,
+                   help="result folder (default: data/raw/NAME)")
+    p.add_argument("--mirror", type=Path, default=None,
+                   help=f"offline mirror folder (default: ${MIRROR_ENV})")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_fetch)
+
+
+def _add_clean(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("clean", help="clean and split a folder of class sub-folders",
+                       description="Clean and split a folder of class sub-folders into a clean "
+                                   "set with manifest.csv (the raw folder is never modified).")
+    p.add_argument("raw_dir", help="folder of class sub-folders (never modified)")
+    p.add_argument("--out", required=True, help="clean folder to write")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--label-map", default=None, help="CSV (folder,label) or YAML mapping")
+    p.add_argument("--min-side", type=int, default=32)
+    p.add_argument("--max-pixels", type=int, default=40_000_000)
+    p.add_argument("--near-dup-distance", type=int, default=4,
+                   help="phash distance for near duplicates (-1 keeps them)")
+    p.add_argument("--group-distance", type=int, default=8,
+                   help="phash distance of images kept in one split")
+    p.add_argument("--min-per-class", type=int, default=10)
+    p.add_argument("--on-small-class", choices=["exclude", "error"], default="exclude")
+    p.add_argument("--jobs", type=int, default=1, help="decoding workers (-1: all cores)")
+    p.set_defaults(func=_clean)
+
+
+def _add_crawl(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "crawl", help="crawl a lost-and-found listing site into class folders",
+        description="Crawl a lost-and-found listing site into DIR/<category>/ with a sidecar "
+                    "DIR/items.csv. Reruns resume. Config keys: see the lfhelpers.crawl "
+                    "package docstring and examples/crawl/.")
+    p.add_argument("config", type=Path, help="site configuration (.yaml, .yml or .toml)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (the raw set)")
+    p.add_argument("--base-url", default=None, help="override the config's base_url")
+    p.add_argument("--fetcher", choices=["static", "browser"], default=None,
+                   help="override the config's fetcher")
+    p.add_argument("--max-pages", type=int, default=None, help="listing page limit")
+    p.add_argument("--max-items", type=int, default=None, help="item limit")
+    p.add_argument("--refresh", action="store_true",
+                   help="fetch the listing pages again (new items); saved images are kept")
+    p.add_argument("--ignore-robots", action="store_true",
+                   help="do not read robots.txt (only with the site owner's permission)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_crawl)
+
+
+def _add_color(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "color", help="name the main colors of the item in photos",
+        description="Name the main colors of the item in each photo (white, black and grey "
+                    "by lightness and chroma; other colors by the color-name model).")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("-k", "--n-colors", type=int, default=3,
+                   help="color clusters per photo (default 3)")
+    p.add_argument("--model", default="models/color_names.joblib",
+                   help="saved color-name model; trained and saved there when missing "
+                        "(default %(default)s)")
+    p.add_argument("--color-source", default="codingtrain_colors",
+                   help="color data to train on when there is no saved model: "
+                        "codingtrain_colors (honours LF_DATA_MIRROR), a JSON file, or "
+                        "'synthetic' (offline fixture) (default %(default)s)")
+    p.add_argument("--method", choices=("border", "grabcut", "none"), default="border",
+                   help="background separation (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=_color)
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict", help="top-3 categories of photos with a model from notebook 03",
+        description="Recommend item categories for photos with a model trained by notebook 03: "
+                    "one JSON line per photo with its top 3.")
+    p.add_argument("--model", required=True,
+                   help="the .keras file (its <stem>.labels.json must be next to it)")
+    p.add_argument("--top", type=int, default=3, help="labels per image (default 3)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
+    p.set_defaults(func=_predict)
+
+
+#: The verbs, in the order ``--help`` lists them.
+VERBS = (_add_run, _add_fetch, _add_clean, _add_crawl, _add_color, _add_predict)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``python -m lfhelpers``."""
+    """The argument parser of ``python -m lfhelpers`` (one sub-command per verb)."""
     parser = argparse.ArgumentParser(prog="python -m lfhelpers",
                                      description="Lost & Found image workbook helpers.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="execute the numbered notebooks with papermill")
-    run.add_argument("--profile", default="cpu", help="smoke, cpu or full (default: cpu)")
-    run.add_argument("--only", default=None, help="notebook numbers to run, e.g. 01,03")
-    run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
-                     help="override a parameter for every notebook that has it (repeatable)")
-    run.add_argument("--out", default=None,
-                     help="output folder (default: reports/runs/<profile>-<UTC time>)")
-    run.add_argument("--no-html", action="store_true", help="skip the HTML exports")
-    run.add_argument("--publish", default=None, metavar="DIR",
-                     help="after a successful run, copy HTML and metrics to DIR "
-                          "(make demo: reports/latest)")
-    run.set_defaults(func=_run)
-
-    clean = sub.add_parser("clean", help="clean and split a folder of class sub-folders")
-    clean.add_argument("raw_dir", help="folder of class sub-folders (never modified)")
-    clean.add_argument("--out", required=True, help="clean folder to write")
-    clean.add_argument("--seed", type=int, default=42)
-    clean.add_argument("--label-map", default=None, help="CSV (folder,label) or YAML mapping")
-    clean.add_argument("--min-side", type=int, default=32)
-    clean.add_argument("--max-pixels", type=int, default=40_000_000)
-    clean.add_argument("--near-dup-distance", type=int, default=4,
-                       help="phash distance for near duplicates (-1 keeps them)")
-    clean.add_argument("--group-distance", type=int, default=8,
-                       help="phash distance of images kept in one split")
-    clean.add_argument("--min-per-class", type=int, default=10)
-    clean.add_argument("--on-small-class", choices=["exclude", "error"], default="exclude")
-    clean.add_argument("--jobs", type=int, default=1, help="decoding workers (-1: all cores)")
-    clean.set_defaults(func=_clean)
-
-    for name, (_, _, help_text) in EXTERNAL.items():
-        sub.add_parser(name, help=help_text, add_help=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="VERB")
+    for add in VERBS:
+        add(sub)
     return parser
-
-
-def _external(name: str) -> Callable[[list[str]], int]:
-    module, func, _ = EXTERNAL[name]
-    return getattr(importlib.import_module(module), func)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status.
 
-    Exit status: 0 on success, 1 when a notebook of ``run`` failed, 2 on any other error a user
-    can act on (the message says what to do).
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments after the program name (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 1 when a notebook of ``run`` failed (or some inputs of a per-file verb
+        could not be read), 2 on any other error a user can act on.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    verbose = "-v" in argv[:1] or "--verbose" in argv[:1]
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    rest = [a for a in argv if a not in ("-v", "--verbose")] if verbose else argv
-    if rest and rest[0] in EXTERNAL:
-        return _external(rest[0])(rest[1:])
-    args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except PipelineError as exc:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .fsutil import write_json
+from lfhelpers.fsutil import write_json
 
 METRICS_FILE = "metrics.json"
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError, PipelineError
-from .fsutil import write_json
+from lfhelpers.errors import ConfigError, PipelineError
+from lfhelpers.fsutil import write_json
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def export_html(notebook: str | os.PathLike[str]) -> Path:
     exporter.log.setLevel(logging.ERROR)  # not the accessibility notes on figure alt text
     body, _ = exporter.from_notebook_node(nb)
     target = notebook.with_suffix(".html")
-    from .fsutil import atomic_write
+    from lfhelpers.fsutil import atomic_write
 
     with atomic_write(target) as fh:
         fh.write(body)

@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib import font_manager
-from PIL import Image
+
+from lfhelpers.images import thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -124,12 +125,7 @@ def image_grid(
         ax.axis("off")
     for i, path in enumerate(paths):
         ax = axes.ravel()[i]
-        try:
-            with Image.open(path) as im:
-                im.thumbnail((256, 256))
-                ax.imshow(im.convert("RGB"))
-        except Exception:  # noqa: BLE001 - a tile must not break the figure
-            ax.imshow(np.full((8, 8, 3), 200, np.uint8))
+        ax.imshow(thumbnail(path))
         if titles is not None:
             ax.set_title(str(titles[i]), fontsize=8)
     if suptitle:
@@ -180,9 +176,7 @@ def class_samples(manifest: pd.DataFrame, per_class: int = 6, seed: int = 0,
             for spine in ax.spines.values():
                 spine.set_visible(False)
             if c < len(picks):
-                with Image.open(picks[c]) as im:
-                    im.thumbnail((256, 256))
-                    ax.imshow(im.convert("RGB"))
+                ax.imshow(thumbnail(picks[c]))
             if c == 0:
                 ax.set_ylabel(f"{label}\n({len(rows)})", rotation=0, ha="right", va="center",
                               fontsize=10)

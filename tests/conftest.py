@@ -32,7 +32,7 @@ def mirror() -> Path:
 @pytest.fixture(scope="session")
 def synthetic_raw(tmp_path_factory) -> Path:
     """A synthetic raw class-folder set with every awkward input (read-only by convention)."""
-    from lfhelpers.fixtures import make_synthetic_dataset
+    from lfhelpers.data.fixtures import make_synthetic_dataset
 
     raw = tmp_path_factory.mktemp("raw")
     make_synthetic_dataset(raw, n_per_class=16, size=80, seed=3, with_bad_files=True)

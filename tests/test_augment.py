@@ -22,9 +22,9 @@ from lfhelpers.augment import (
     resolve_target,
     train_with_augmented,
 )
-from lfhelpers.dataset import MANIFEST_COLUMNS, read_manifest
+from lfhelpers.data import MANIFEST_COLUMNS, read_manifest
+from lfhelpers.data.fixtures import make_synthetic_dataset
 from lfhelpers.errors import ConfigError, DataError
-from lfhelpers.fixtures import make_synthetic_dataset
 
 COUNTS = {"ball": 30, "card": 12, "key": 6, "열쇠고리": 20}
 

@@ -21,7 +21,11 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lfhelpers.classifier import (  # noqa: E402
+from lfhelpers.cli import main as cli_main
+from lfhelpers.data import sample_per_class  # noqa: E402
+from lfhelpers.data.fixtures import make_synthetic_dataset  # noqa: E402
+from lfhelpers.errors import ConfigError, DataError, LFError  # noqa: E402
+from lfhelpers.models.xception import (  # noqa: E402
     DEFAULT_WEIGHTS_FILE,
     WEIGHTS_ENV,
     FeatureCache,
@@ -29,7 +33,6 @@ from lfhelpers.classifier import (  # noqa: E402
     augmentation_leak_demo,
     augmented_training_set,
     build_backbone,
-    cap_per_class,
     comparison_table,
     evaluate_predictions,
     labels_path,
@@ -37,13 +40,10 @@ from lfhelpers.classifier import (  # noqa: E402
     mistake_gallery,
     plot_confusion_matrix,
     plot_learning_curves,
-    predict_main,
     resolve_weights,
     split_backbone,
     top_k_table,
 )
-from lfhelpers.errors import ConfigError, DataError, LFError  # noqa: E402
-from lfhelpers.fixtures import make_synthetic_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 71
@@ -262,7 +262,7 @@ def test_predict_cli(fitted, data, tmp_path, capsys):
     good = list(data[data.split == "test"]["file"].iloc[:2])
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"GIF89a-truncated")
-    code = predict_main(["--model", str(model), good[0], str(bad), good[1],
+    code = cli_main(["predict", "--model", str(model), good[0], str(bad), good[1],
                          str(tmp_path / "missing.png")])
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert code == 1, "some images failed"
@@ -274,9 +274,9 @@ def test_predict_cli(fitted, data, tmp_path, capsys):
         assert {t["label"] for t in entry["top3"]} <= set(LABELS)
         probs = [t["prob"] for t in entry["top3"]]
         assert probs == sorted(probs, reverse=True)
-    assert predict_main(["--model", str(model), good[0]]) == 0
+    assert cli_main(["predict", "--model", str(model), good[0]]) == 0
     capsys.readouterr()
-    assert predict_main(["--model", str(tmp_path / "nope.keras"), good[0]]) == 2
+    assert cli_main(["predict", "--model", str(tmp_path / "nope.keras"), good[0]]) == 2
     assert "not found" in capsys.readouterr().err
 
 
@@ -327,10 +327,10 @@ def test_comparison_table():
 
 def test_cap_per_class():
     df = pd.DataFrame({"label": ["a"] * 10 + ["b"] * 3, "file": [str(i) for i in range(13)]})
-    capped = cap_per_class(df, 4, seed=1)
+    capped = sample_per_class(df, 4, seed=1)
     assert capped["label"].value_counts().to_dict() == {"a": 4, "b": 3}
-    assert capped.equals(cap_per_class(df, 4, seed=1))
-    assert len(cap_per_class(df, 0)) == 13
+    assert capped.equals(sample_per_class(df, 4, seed=1))
+    assert len(sample_per_class(df, 0)) == 13
 
 
 def test_augmented_training_set(data, tmp_path):

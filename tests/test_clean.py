@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lfhelpers.clean import CleanOptions, clean_dataset, inspect_file, read_label_map
-from lfhelpers.dataset import class_counts, ensure_manifest, prepare_dataset, read_manifest
+from lfhelpers.data import class_counts, ensure_manifest, prepare_dataset, read_manifest
+from lfhelpers.data.clean import CleanOptions, clean_dataset, inspect_file, read_label_map
 from lfhelpers.errors import ConfigError, DataError
 
 
@@ -91,7 +91,7 @@ def test_rerun_skips_decoding_and_writes_the_same_manifest(cleaned, synthetic_ra
 
 
 def test_new_file_is_decoded_on_rerun(tmp_path):
-    from lfhelpers.fixtures import make_synthetic_dataset
+    from lfhelpers.data.fixtures import make_synthetic_dataset
 
     raw = tmp_path / "raw"
     make_synthetic_dataset(raw, n_per_class=6, size=64, seed=5, labels=["ball", "card"])
@@ -161,7 +161,7 @@ def test_unknown_extension_is_not_an_image(tmp_path):
 
 
 def test_label_map_merges_and_drops_folders(tmp_path):
-    from lfhelpers.fixtures import make_synthetic_dataset
+    from lfhelpers.data.fixtures import make_synthetic_dataset
 
     raw = tmp_path / "raw"
     make_synthetic_dataset(raw, n_per_class=6, size=64, seed=2,
@@ -195,7 +195,7 @@ def test_clean_dir_inside_raw_is_refused(synthetic_raw):
 
 
 def test_ensure_manifest_cleans_a_plain_folder_once(tmp_path):
-    from lfhelpers.fixtures import make_synthetic_dataset
+    from lfhelpers.data.fixtures import make_synthetic_dataset
 
     raw = tmp_path / "photos"
     make_synthetic_dataset(raw, n_per_class=12, size=64, seed=4)

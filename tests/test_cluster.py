@@ -12,9 +12,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from lfhelpers import cluster  # noqa: E402
+from lfhelpers.data.fixtures import make_synthetic_dataset  # noqa: E402
 from lfhelpers.errors import ConfigError, DataError  # noqa: E402
-from lfhelpers.fixtures import make_synthetic_dataset  # noqa: E402
+from lfhelpers.similarity import cluster  # noqa: E402
 
 
 def blobs(n_per: int = 15, d: int = 16, classes: int = 4, spread: float = 0.15,

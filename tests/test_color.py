@@ -1,4 +1,4 @@
-"""Tests of lfhelpers.color: colour data, the colour-name models, dominant colours, the CLI."""
+"""Tests of lfhelpers.color: color data, the color-name models, dominant colors, the CLI."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import pytest
 from PIL import Image
 
 from lfhelpers import color
+from lfhelpers.cli import main as cli_main
+from lfhelpers.data import spread_sample
 from lfhelpers.errors import ConfigError, DataError
 
 GOOD = {"r": 200, "g": 20, "b": 30, "label": "red-ish", "uid": "u1"}
@@ -22,7 +24,7 @@ def synthetic_data() -> color.ColorData:
 
 @pytest.fixture(scope="module")
 def namer(synthetic_data: color.ColorData):
-    """The better model fitted on the synthetic colour fixture (seconds, offline)."""
+    """The better model fitted on the synthetic color fixture (seconds, offline)."""
     return color.fit_color_namer(synthetic_data, seed=0)
 
 
@@ -32,7 +34,7 @@ def saved_model(tmp_path_factory, namer) -> Path:
     return color.save_color_namer(namer, path, source="synthetic")
 
 
-# --------------------------------------------------------------------------- colour data
+# --------------------------------------------------------------------------- color data
 
 
 def test_validation_counts_bad_entries_and_keeps_the_rest():
@@ -75,7 +77,7 @@ def test_validation_rejects_unusable_structures():
         color.validate_color_entries({"colors": []})
     with pytest.raises(DataError, match="list"):
         color.validate_color_entries({"entries": "nope"})
-    with pytest.raises(DataError, match="no valid colour entry"):
+    with pytest.raises(DataError, match="no valid color entry"):
         color.validate_color_entries([{"r": 1}])
 
 
@@ -84,7 +86,7 @@ def test_read_color_file_errors_say_what_is_wrong(tmp_path):
     bad.write_text("{not json", encoding="utf-8")
     with pytest.raises(DataError, match="not a JSON"):
         color.read_color_file(bad)
-    with pytest.raises(DataError, match="No colour data"):
+    with pytest.raises(DataError, match="No color data"):
         color.read_color_file(tmp_path / "missing.json")
 
 
@@ -107,7 +109,7 @@ def test_load_color_data_reads_a_file_and_fetches_a_name(tmp_path, monkeypatch):
         calls.append((name, dest))
         return folder
 
-    monkeypatch.setattr("lfhelpers.sources.fetch", fake_fetch)
+    monkeypatch.setattr("lfhelpers.data.sources.fetch", fake_fetch)
     data = color.load_color_data("codingtrain_colors", dest=tmp_path / "dest")
     assert calls == [("codingtrain_colors", tmp_path / "dest")]
     assert data.n_entries == 2 and data.n_bad == 1
@@ -147,7 +149,7 @@ def test_split_by_contributor_keeps_people_apart(synthetic_data):
     tested = np.concatenate([test for _, test in folds])
     assert sorted(tested) == list(range(len(groups)))
     with pytest.raises(ConfigError):
-        color.cv_splits(synthetic_data, "by_colour")
+        color.cv_splits(synthetic_data, "by_color")
 
 
 def test_evaluate_models_table_and_confusion(synthetic_data):
@@ -188,7 +190,7 @@ def test_white_black_grey_come_from_lightness_and_chroma():
 
 
 @pytest.mark.parametrize("index", range(len(color.make_known_color_photos())))
-def test_main_colour_of_photos_known_by_construction(index, namer):
+def test_main_color_of_photos_known_by_construction(index, namer):
     description, image, expected = color.make_known_color_photos()[index]
     palette = color.dominant_colors(image, namer)
     assert palette.main.name == expected, (description, palette.describe())
@@ -221,7 +223,7 @@ def _save(img: Image.Image, path: Path) -> Path:
 def test_image_modes_and_sizes_work(tmp_path, namer):
     red = (210, 30, 30)
     rgba = np.zeros((40, 40, 4), np.uint8)
-    rgba[..., 2] = 255  # the colour under transparent pixels must not count
+    rgba[..., 2] = 255  # the color under transparent pixels must not count
     rgba[10:30, 10:30] = (*red, 255)
     la = Image.new("LA", (40, 40), (0, 0))
     la.paste(Image.new("LA", (20, 20), (250, 255)), (10, 10))
@@ -264,9 +266,9 @@ def test_sample_gallery_spreads_over_classes():
 
     manifest = pd.DataFrame({"label": ["a"] * 10 + ["b"] * 3 + ["c"] * 10,
                              "file": [f"f{i}.jpg" for i in range(23)]})
-    picked = color.sample_gallery(manifest, 9, seed=1)
+    picked = spread_sample(manifest, 9, seed=1)
     assert picked["label"].value_counts().to_dict() == {"a": 3, "b": 3, "c": 3}
-    assert picked.equals(color.sample_gallery(manifest, 9, seed=1))
+    assert picked.equals(spread_sample(manifest, 9, seed=1))
 
 
 # --------------------------------------------------------------------------- command line
@@ -279,7 +281,7 @@ def test_cli_prints_one_line_per_image_and_goes_on_after_a_bad_one(tmp_path, sav
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 truncated")
     red = _save(photos["red mug on a grey table"], tmp_path / "red.jpg")
-    code = color.color_main([str(white), str(bad), str(red), "--model", str(saved_model)])
+    code = cli_main(["color", str(white), str(bad), str(red), "--model", str(saved_model)])
     lines = capsys.readouterr().out.splitlines()
     assert code == 1
     assert len(lines) == 3
@@ -287,7 +289,7 @@ def test_cli_prints_one_line_per_image_and_goes_on_after_a_bad_one(tmp_path, sav
     assert lines[1].startswith(f"{bad}\terror: ")
     assert lines[2].startswith(f"{red}\tred-ish ")
 
-    assert color.color_main([str(red), "--json", "--model", str(saved_model)]) == 0
+    assert cli_main(["color", str(red), "--json", "--model", str(saved_model)]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["image"] == str(red) and record["colors"][0]["name"] == "red-ish"
     assert record["colors"][0]["hex"].startswith("#")
@@ -296,7 +298,7 @@ def test_cli_prints_one_line_per_image_and_goes_on_after_a_bad_one(tmp_path, sav
 def test_cli_trains_and_saves_a_model_when_missing(tmp_path, capsys):
     model = tmp_path / "models" / "names.joblib"
     image = _save(Image.new("RGB", (20, 20), (20, 40, 200)), tmp_path / "blue.png")
-    code = color.color_main([str(image), "--model", str(model), "--colors-source", "synthetic"])
+    code = cli_main(["color", str(image), "--model", str(model), "--color-source", "synthetic"])
     assert code == 0 and model.is_file()
     assert capsys.readouterr().out.startswith(f"{image}\tblue-ish 100%")
 
@@ -306,7 +308,7 @@ def test_cli_trains_and_saves_a_model_when_missing(tmp_path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_accuracy_targets_on_the_real_colour_data(mirror, tmp_path):
+def test_accuracy_targets_on_the_real_color_data(mirror, tmp_path):
     data = color.load_color_data("codingtrain_colors", dest=tmp_path / "colors", progress=False)
     assert (len(data.frame), data.n_bad, data.frame["uid"].nunique()) == (5643, 0, 167)
     ev = color.evaluate_models(data, ["tutorial", color.BEST_MODEL], n_splits=5, seed=42,

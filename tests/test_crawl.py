@@ -23,13 +23,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lfhelpers import crawl as crawl_mod
-from lfhelpers.crawl import (
+from lfhelpers.cli import main as cli_main
+from lfhelpers.crawl import crawler as crawl_mod
+from lfhelpers.crawl.crawler import (
     PoliteClient,
     Skip,
     check_image,
     crawl,
-    crawl_main,
     crawl_samples,
     find_browser,
     load_config,
@@ -215,7 +215,7 @@ def test_yaml_and_toml_configs_read_the_same_fields():
 
 
 @pytest.mark.parametrize(("data", "message"), [
-    ({"start": "http://a.test/", "items": "li", "fields": {"image": "img@src"}, "colour": 1},
+    ({"start": "http://a.test/", "items": "li", "fields": {"image": "img@src"}, "color": 1},
      "Unknown key"),
     ({"start": "http://a.test/", "items": "li", "fields": {"category": ".c"}}, "'image'"),
     ({"start": "http://a.test/", "items": "li", "fields": {"image": "img@src"}}, "'category'"),
@@ -561,15 +561,15 @@ def test_a_second_crawl_into_the_same_folder_is_refused(site, tmp_path):
 def test_crawl_command_line(site, tmp_path, capsys):
     out = tmp_path / "raw"
     argv = [str(FIXTURES / "site.yaml"), "--out", str(out), "--base-url", site.base, "--quiet"]
-    assert crawl_main(argv) == 0
+    assert cli_main(["crawl", *argv]) == 0
     printed = capsys.readouterr().out
     assert "images saved now" in printed and "items.csv" in printed
-    assert crawl_main([str(tmp_path / "missing.yaml"), "--out", str(out)]) == 2
+    assert cli_main(["crawl", str(tmp_path / "missing.yaml"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
 def test_cleanup_reads_the_crawl_result(site, tmp_path):
-    from lfhelpers.dataset import folder_counts
+    from lfhelpers.data import folder_counts
 
     out = tmp_path / "raw"
     crawl(_config(site), out, progress=False)

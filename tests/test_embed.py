@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lfhelpers import embed
+from lfhelpers.data.fixtures import make_synthetic_dataset
 from lfhelpers.errors import ConfigError, DataError
-from lfhelpers.fixtures import make_synthetic_dataset
+from lfhelpers.images import load_rgb
+from lfhelpers.similarity import embeddings as embed
 
 # Keras' own numpy conversion warns under NumPy 2 (not ours to fix)
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -205,9 +206,9 @@ def test_load_rgb_handles_modes_and_exif(tmp_path):
     exif = im.getexif()
     exif[0x0112] = 6  # rotate 90° when shown
     im.save(rotated, exif=exif)
-    assert embed.load_rgb(grey, 32).shape == (32, 32, 3)
-    assert (embed.load_rgb(rgba, 16) == 255).all()  # transparent -> white
-    tall = embed.load_rgb(rotated, 32)
+    assert load_rgb(grey, 32).shape == (32, 32, 3)
+    assert (load_rgb(rgba, 16) == 255).all()  # transparent -> white
+    tall = load_rgb(rotated, 32)
     assert tall.shape == (32, 32, 3)
 
 
@@ -233,7 +234,7 @@ def test_classifier_embedding_and_top_k(photos, classifier_file, tmp_path):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     top = embedder.top_k(files[:4], k=2)
     model = keras.models.load_model(classifier_file, compile=False)
-    pixels = np.stack([embed.load_rgb(f, SIZE) for f in files[:4]]).astype(np.float32)
+    pixels = np.stack([load_rgb(f, SIZE) for f in files[:4]]).astype(np.float32)
     expected = model.predict(pixels, verbose=0)
     for f, row in zip(files[:4], expected, strict=True):
         labels = [lab for lab, _ in top[f]]
@@ -273,7 +274,7 @@ def test_imagenet_mobilenet_separates_the_synthetic_classes(photos):
     if path is None:
         pytest.skip("needs the MobileNet ImageNet weights: set LF_MOBILENET_WEIGHTS or "
                     "LF_DATA_MIRROR")
-    from lfhelpers.match import retrieval_scores
+    from lfhelpers.similarity.match import retrieval_scores
 
     files, labels = photos
     vectors = quiet(weights=str(path), image_size=96).fit().transform(files)

@@ -14,9 +14,9 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from lfhelpers import match  # noqa: E402
+from lfhelpers.data.fixtures import make_synthetic_dataset  # noqa: E402
 from lfhelpers.errors import ConfigError, DataError  # noqa: E402
-from lfhelpers.fixtures import make_synthetic_dataset  # noqa: E402
+from lfhelpers.similarity import match  # noqa: E402
 
 
 def blobs(n_per: int = 20, d: int = 32, classes: int = 4, spread: float = 0.3,
@@ -215,17 +215,17 @@ def test_category_filter_keeps_only_the_querys_categories():
     assert (reranked["score"].diff().dropna() <= 0).all()
 
 
-def test_colour_term_and_explanation():
+def test_color_term_and_explanation():
     index, query, labels = matcher_setup()
-    colours = {p: (["red", "black"] if i % 2 else ["blue"]) for i, p in enumerate(index.paths_)}
-    colours["lost.jpg"] = ["red"]
-    matcher = match.LostFoundMatcher(index, colour_fn=colours.get, colour_mode="filter",
-                                     w_colour=0.5)
+    colors = {p: (["red", "black"] if i % 2 else ["blue"]) for i, p in enumerate(index.paths_)}
+    colors["lost.jpg"] = ["red"]
+    matcher = match.LostFoundMatcher(index, color_fn=colors.get, color_mode="filter",
+                                     w_color=0.5)
     table = matcher.match("lost.jpg", k=4, vector=query)
     assert len(table) == 4
     assert all(int(p[1:-4]) % 2 == 1 for p in table["path"])
-    assert (table["colour"] == 0.5).all()
-    assert table["why"].str.contains("colours shared: red").all()
+    assert (table["color"] == 0.5).all()
+    assert table["why"].str.contains("colors shared: red").all()
     result = matcher.evaluate(["lost.jpg"], ["c1"], vectors=query[None], k=4)
     assert 0.0 <= result["p_at_4"] <= 1.0 and result["mean_returned"] == 4
 
@@ -278,9 +278,9 @@ def test_query_categories_prefers_the_classifier():
     assert "classifier" in source and table["q0.jpg"] == [("c9", 1.0)]
 
 
-def test_colour_table_names_the_item_colours(gallery_files):
+def test_color_table_names_the_item_colors(gallery_files):
     color = pytest.importorskip("lfhelpers.color")
-    table = match.colour_table(gallery_files, colour_source="synthetic", progress=False)
+    table = match.color_table(gallery_files, color_source="synthetic", progress=False)
     assert set(table) == set(gallery_files)
     assert all(names and set(names) <= set(color.COLOR_NAMES) for names in table.values())
     balls = [table[f] for f in gallery_files if "/ball/" in f]

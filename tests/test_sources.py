@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from lfhelpers import sources
+from lfhelpers.cli import main as cli_main
+from lfhelpers.data import sources
+from lfhelpers.data.fixtures import make_synthetic_dataset
+from lfhelpers.data.sources import Dataset, download, fetch, safe_extract
 from lfhelpers.errors import DataError, DownloadError, NetworkUnavailableError, UnsafeArchiveError
-from lfhelpers.fixtures import make_synthetic_dataset
-from lfhelpers.sources import Dataset, download, fetch, fetch_main, safe_extract
 
 #: Read before the autouse fixture below hides it from the other tests.
 REAL_MIRROR = os.environ.get("LF_DATA_MIRROR")
@@ -559,14 +560,14 @@ def test_unknown_name_is_a_clear_error():
 
 def test_cli_prints_the_folder_and_class_counts(mirror, register, capsys):
     register(_toy_dataset("http://127.0.0.1:9/unused.tar.gz"))
-    assert fetch_main(["toy", "--dest", "raw/toy", "--mirror", str(mirror), "--quiet"]) == 0
+    assert cli_main(["fetch", "toy", "--dest", "raw/toy", "--mirror", str(mirror), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0] == str(Path("raw/toy"))
     assert "4 classes, 8 images" in out and "열쇠고리" in out
 
 
 def test_cli_reports_errors_on_stderr_with_status_2(capsys):
-    assert fetch_main(["no-such-set", "--quiet"]) == 2
+    assert cli_main(["fetch", "no-such-set", "--quiet"]) == 2
     captured = capsys.readouterr()
     assert "neither a known data set" in captured.err and captured.out == ""
 
@@ -594,7 +595,7 @@ def test_real_mirror_lostnet_has_the_8_classes(tmp_path):
 
 @pytest.mark.realdata
 @pytest.mark.skipif(not REAL_MIRROR, reason="LF_DATA_MIRROR is not set (no real data mirror)")
-def test_real_mirror_colours_match_the_registered_checksum(tmp_path):
+def test_real_mirror_colors_match_the_registered_checksum(tmp_path):
     out = fetch("codingtrain_colors", tmp_path / "colors", mirror=REAL_MIRROR, progress=False)
     data = json.loads((out / "colorData.json").read_text(encoding="utf-8"))
     assert len(data["entries"]) == 5643

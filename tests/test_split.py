@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from lfhelpers.data.split import split_manifest
 from lfhelpers.errors import DataError
-from lfhelpers.split import split_manifest
 
 
 def frame(counts: dict[str, int], group_every: int = 0) -> pd.DataFrame:

@@ -19,28 +19,27 @@ from PIL import Image  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 
+from lfhelpers.data import gallery_and_queries, sample_per_class  # noqa: E402
+from lfhelpers.data.fixtures import make_synthetic_dataset  # noqa: E402
 from lfhelpers.errors import ConfigError, DataError  # noqa: E402
-from lfhelpers.fixtures import make_synthetic_dataset  # noqa: E402
+from lfhelpers.images import load_array as load_image  # noqa: E402
 from lfhelpers.plots import setup_fonts  # noqa: E402
-from lfhelpers.search import (  # noqa: E402
+from lfhelpers.similarity.index import (  # noqa: E402
     NeighbourIndex,
     distance_matrix,
     nearest_from_matrix,
     plot_distance_heatmap,
 )
-from lfhelpers.texture import (  # noqa: E402
+from lfhelpers.similarity.texture import (  # noqa: E402
     TUTORIAL_SETTINGS,
     HaralickFeatures,
     TextureIndex,
     evaluate,
-    gallery_and_queries,
     haralick_image,
-    load_image,
     make_classifier,
     mismatched_queries,
     plot_confusion,
     plot_neighbours,
-    sample_per_class,
     tutorial_features,
 )
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
-from .errors import ConfigError, DataError
+from lfhelpers.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

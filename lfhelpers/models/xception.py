@@ -48,8 +48,8 @@ from PIL import Image, ImageOps
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 from tqdm import tqdm
 
-from .errors import ConfigError, DataError, LFError, NetworkUnavailableError
-from .fsutil import write_json
+from lfhelpers.errors import ConfigError, DataError, LFError, NetworkUnavailableError
+from lfhelpers.fsutil import write_json
 
 log = logging.getLogger(__name__)
 
@@ -466,7 +466,7 @@ class FeatureCache:
         return model
 
     def _augmenter(self, view: str) -> keras.Model:
-        from .augment import keras_augmentation
+        from lfhelpers.augment import keras_augmentation
 
         k = int(view[3:])
         if self._augmentation is not None:
@@ -891,7 +891,7 @@ class XceptionClassifier:
         return self._record(hist, "2 fine-tune", done)
 
     def _fine_tune_images(self, backbone, top, head, train, val, weights, done):
-        from .augment import keras_augmentation
+        from lfhelpers.augment import keras_augmentation
 
         model = self._assemble(backbone, top, head)
         aug = keras_augmentation(seed=self.seed) if int(self.augment_views) > 0 else None
@@ -1250,7 +1250,7 @@ def plot_learning_curves(history: pd.DataFrame, title: str = "Learning curves") 
 
 
 def plot_confusion_matrix(confusion: pd.DataFrame, title: str = "Confusion matrix") -> plt.Figure:
-    """Confusion matrix as a heat map (colour = row share, text = count).
+    """Confusion matrix as a heat map (color = row share, text = count).
 
     Parameters
     ----------
@@ -1313,7 +1313,7 @@ def mistake_gallery(
     matplotlib.figure.Figure
         With a note instead of images when there is no mistake.
     """
-    from .plots import image_grid
+    from lfhelpers.plots import image_grid
 
     classes = list(classes)
     pred = proba.argmax(axis=1)
@@ -1342,30 +1342,6 @@ def mistake_gallery(
 
 
 # --------------------------------------------------------------------------- data helpers
-
-
-def cap_per_class(df: pd.DataFrame, max_per_class: int, seed: int = 0) -> pd.DataFrame:
-    """Keep at most ``max_per_class`` rows per label (seeded sample); 0 keeps everything.
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        Rows with a ``label`` column (e.g. the train split).
-    max_per_class : int
-        Cap per label; ``0`` or less means no cap.
-    seed : int
-        Sampling seed.
-
-    Returns
-    -------
-    pandas.DataFrame
-        The kept rows, in their original order.
-    """
-    if not max_per_class or max_per_class <= 0:
-        return df.reset_index(drop=True)
-    kept = [part.sample(n=min(len(part), int(max_per_class)), random_state=seed)
-            for _, part in df.groupby("label", sort=True)]
-    return pd.concat(kept).sort_index().reset_index(drop=True)
 
 
 def augmented_training_set(
@@ -1405,8 +1381,8 @@ def augmented_training_set(
     DataError
         When the augmented folder holds copies of validation or test images.
     """
-    from .augment import default_aug_dir, train_with_augmented
-    from .dataset import manifest_path
+    from lfhelpers.augment import default_aug_dir, train_with_augmented
+    from lfhelpers.data import manifest_path
 
     value = "" if aug_dir is None else os.fspath(aug_dir).strip()
     folder = None if value.lower() == "none" else Path(value) if value \
@@ -1583,7 +1559,7 @@ def predictions_frame(entries: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def predict_main(argv: list[str] | None = None) -> int:
+def predict_command(args: argparse.Namespace) -> int:
     """``python -m lfhelpers predict --model PATH IMAGE...``: one JSON line per image.
 
     Prints ``{"path": ..., "top3": [{"label": ..., "prob": ...}, ...]}`` for each image, or
@@ -1591,8 +1567,8 @@ def predict_main(argv: list[str] | None = None) -> int:
 
     Parameters
     ----------
-    argv : list of str, optional
-        Arguments after ``predict`` (default: ``sys.argv[1:]``).
+    args : argparse.Namespace
+        The parsed command line (:mod:`lfhelpers.cli`).
 
     Returns
     -------
@@ -1600,15 +1576,6 @@ def predict_main(argv: list[str] | None = None) -> int:
         0 when every image was classified, 1 when some could not be read, 2 when the model
         could not be loaded.
     """
-    parser = argparse.ArgumentParser(
-        prog="python -m lfhelpers predict",
-        description="Recommend item categories for photos with a model trained by notebook 03.")
-    parser.add_argument("--model", required=True,
-                        help="the .keras file (its <stem>.labels.json must be next to it)")
-    parser.add_argument("--top", type=int, default=3, help="labels per image (default 3)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("images", nargs="+", help="image files")
-    args = parser.parse_args(argv)
     try:
         model, labels, _ = load_model(args.model)
     except LFError as exc:

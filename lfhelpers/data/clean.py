@@ -37,9 +37,10 @@ from joblib import Parallel, delayed
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from .dataset import MANIFEST, MANIFEST_COLUMNS
-from .errors import ConfigError, DataError
-from .fsutil import atomic_write, sha256_file, write_json
+from lfhelpers.data.manifest import MANIFEST, MANIFEST_COLUMNS
+from lfhelpers.errors import ConfigError, DataError
+from lfhelpers.fsutil import atomic_write, sha256_file, write_json
+from lfhelpers.images import to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -206,27 +207,6 @@ def list_raw_files(raw_dir: Path) -> list[tuple[str, str]]:
     return found
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB: alpha on white, 16-bit scaled (not clipped)."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        if img.mode.startswith("I;16") or (img.mode == "I" and arr.max(initial=0) > 255):
-            arr = arr / 257.0
-        elif img.mode == "F":
-            lo, hi = float(arr.min(initial=0)), float(arr.max(initial=1))
-            arr = (arr - lo) / (hi - lo or 1.0) * 255.0
-        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
-    if img.mode == "P" or img.mode == "PA":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "La", "RGBa"):
-        img = img.convert("RGBA")
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, img)
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return img
-
-
 def inspect_file(path: Path, options: CleanOptions) -> tuple[Image.Image | None, dict]:
     """Decode one file completely and decide whether it is usable.
 
@@ -282,7 +262,7 @@ def inspect_file(path: Path, options: CleanOptions) -> tuple[Image.Image | None,
     original_mode = img.mode
     try:
         img = ImageOps.exif_transpose(img)
-        rgb = _to_rgb(img)
+        rgb = to_rgb(img)
     except Exception as exc:  # noqa: BLE001
         return None, {"ok": False, "reason": "decode_error", "detail": repr(exc)[:200]}
     width, height = rgb.size
@@ -598,25 +578,3 @@ def _remove_stale(clean_dir: Path, expected: set[Path]) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(path, target)
         log.info("Moved stale output %s to %s", rel, target.relative_to(clean_dir))
-
-
-def write_manifest(manifest: pd.DataFrame, clean_dir: str | os.PathLike[str]) -> Path:
-    """Write ``manifest.csv`` atomically (UTF-8, columns of :data:`MANIFEST_COLUMNS`).
-
-    Parameters
-    ----------
-    manifest : pandas.DataFrame
-        Rows to write; extra columns are kept after the standard ones.
-    clean_dir : path-like
-        Folder of the clean data set.
-
-    Returns
-    -------
-    pathlib.Path
-        The manifest path.
-    """
-    path = Path(clean_dir) / MANIFEST
-    extra = [c for c in manifest.columns if c not in MANIFEST_COLUMNS and c != "file"]
-    with atomic_write(path, newline="") as fh:
-        manifest[MANIFEST_COLUMNS + extra].to_csv(fh, index=False)
-    return path

@@ -34,9 +34,10 @@ from sklearn.metrics import (
 )
 from threadpoolctl import threadpool_limits
 
-from .embed import l2_normalize
-from .errors import ConfigError, DataError
-from .match import _thumbnail, duplicate_recall, retrieval_scores, top_k_similar
+from lfhelpers.errors import ConfigError, DataError
+from lfhelpers.images import thumbnail
+from lfhelpers.similarity.embeddings import l2_normalize
+from lfhelpers.similarity.match import duplicate_recall, retrieval_scores, top_k_similar
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +260,7 @@ def _scatter(ax: plt.Axes, xy: np.ndarray, groups: np.ndarray, title: str, legen
 def plot_projection(xy: np.ndarray, labels: Sequence[str], clusters: Sequence[int],
                     method: str = "t-SNE",
                     suptitle: str = "Embeddings in two dimensions") -> plt.Figure:
-    """Side by side: the 2-D map coloured by true label and by cluster.
+    """Side by side: the 2-D map colored by true label and by cluster.
 
     Parameters
     ----------
@@ -278,9 +279,9 @@ def plot_projection(xy: np.ndarray, labels: Sequence[str], clusters: Sequence[in
     method = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}.get(method, method)
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
     _scatter(axes[0], np.asarray(xy), np.asarray(labels, dtype=str),
-             f"{method}, coloured by label", "label")
+             f"{method}, colored by label", "label")
     _scatter(axes[1], np.asarray(xy), np.asarray(clusters),
-             f"{method}, coloured by cluster", "cluster")
+             f"{method}, colored by cluster", "cluster")
     fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
@@ -331,7 +332,7 @@ def cluster_samples(files: Sequence[str | os.PathLike[str]], clusters: Sequence[
             for spine in ax.spines.values():
                 spine.set_visible(False)
             if c < len(picks):
-                ax.imshow(_thumbnail(files[picks[c]], 160))
+                ax.imshow(thumbnail(files[picks[c]], 160))
             if c == 0:
                 ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
     fig.suptitle("Sample photos per cluster (size and most common label on the left)")

@@ -41,9 +41,9 @@ from joblib import Parallel, delayed
 from PIL import Image
 from tqdm import tqdm
 
-from .dataset import MANIFEST, MANIFEST_COLUMNS, read_manifest
-from .errors import ConfigError, DataError
-from .fsutil import atomic_write, write_json
+from lfhelpers.data.manifest import MANIFEST, MANIFEST_COLUMNS, read_manifest
+from lfhelpers.errors import ConfigError, DataError
+from lfhelpers.fsutil import atomic_write, write_json
 
 if TYPE_CHECKING:
     import keras
@@ -852,7 +852,7 @@ def comparison_grid(
     -------
     matplotlib.figure.Figure
     """
-    from .plots import image_grid
+    from lfhelpers.plots import image_grid
 
     if augmented.empty:
         return image_grid([], suptitle="No augmented images (every class was at the target)")

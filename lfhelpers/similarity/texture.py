@@ -42,7 +42,6 @@ travel to the workers and only the small feature rows come back.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -57,7 +56,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
-from PIL import Image, ImageOps
+from PIL import Image
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import classification_report, confusion_matrix
@@ -71,10 +70,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
-from .errors import ConfigError, DataError
-from .fsutil import atomic_write
-from .plots import image_grid
-from .search import NeighbourIndex
+from lfhelpers.errors import ConfigError, DataError
+from lfhelpers.fsutil import atomic_write
+from lfhelpers.images import load_array
+from lfhelpers.plots import image_grid
+from lfhelpers.similarity.index import NeighbourIndex
 
 log = logging.getLogger(__name__)
 
@@ -108,57 +108,6 @@ _CACHE_VERSION = 2
 
 
 # --------------------------------------------------------------------------- one image
-
-
-def load_image(source: str | os.PathLike[str] | bytes | np.ndarray,
-               max_side: int | None = None) -> np.ndarray:
-    """Decode an image to a ``uint8`` array, optionally shrunk so its longer side <= max_side.
-
-    Parameters
-    ----------
-    source : path-like, bytes or ndarray
-        An image file, its bytes, or an already decoded ``uint8`` array (H, W) or (H, W, 3).
-    max_side : int, optional
-        Longer side in pixels after shrinking (aspect ratio kept; never enlarged). JPEGs are
-        decoded directly at a reduced scale, which is much faster than decoding at full size.
-        ``None`` keeps the full size.
-
-    Returns
-    -------
-    ndarray
-        (H, W, 3) RGB, or (H, W) for greyscale images. EXIF orientation is applied.
-    """
-    if isinstance(source, np.ndarray):
-        if source.dtype != np.uint8 or source.ndim not in (2, 3):
-            raise DataError(f"Image arrays must be uint8 (H, W) or (H, W, 3), got "
-                            f"{source.dtype} {source.shape}.")
-        if source.ndim == 3 and source.shape[2] != 3:
-            source = source[..., :3]
-        if max_side is None or max(source.shape[:2]) <= max_side:
-            return source
-        im = Image.fromarray(source)
-        im.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-        return np.asarray(im)
-    if isinstance(source, bytes | bytearray):
-        fh: Any = io.BytesIO(source)
-    else:
-        fh = os.fspath(source)
-    with Image.open(fh) as im:
-        if max_side is not None and max(im.size) > max_side:
-            scale = max_side / max(im.size)
-            target = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
-            # JPEGs: let the decoder shrink by 1/2, 1/4 or 1/8 while decoding (far faster than
-            # decoding at full size), then resize the rest of the way (antialiased).
-            im.draft(im.mode if im.mode in ("RGB", "L") else None, target)
-            im = im.resize(target, Image.Resampling.BILINEAR)
-        im = ImageOps.exif_transpose(im)
-        if im.mode in ("L", "1", "I", "I;16", "F"):
-            return np.asarray(im.convert("L"))
-        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            rgba = im.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
-        return np.asarray(im.convert("RGB"))
 
 
 def _channel_names(channels: str) -> tuple[str, ...]:
@@ -206,7 +155,7 @@ def haralick_image(
     Parameters
     ----------
     image : ndarray
-        ``uint8`` (H, W, 3) RGB or (H, W) greyscale image (:func:`load_image`).
+        ``uint8`` (H, W, 3) RGB or (H, W) greyscale image (:func:`lfhelpers.images.load_array`).
     distance, directions, include_14th, levels, channels
         As in :class:`HaralickFeatures`.
 
@@ -269,7 +218,7 @@ def _features_of(item: Any, options: dict[str, Any], max_side: int | None,
     """Worker: features of one image -> (row or None, reason when skipped); fills the cache."""
     try:
         key, payload = _content_key(item)
-        row = haralick_image(load_image(payload, max_side), **options)
+        row = haralick_image(load_array(payload, max_side), **options)
         if not np.all(np.isfinite(row)):
             return None, "texture features are not finite (a flat or tiny image?)"
         if cache_dir is not None:
@@ -543,61 +492,6 @@ def tutorial_features(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- data selection
-
-
-def sample_per_class(df: pd.DataFrame, max_per_class: int | None, seed: int = 42,
-                     min_per_class: int = 2) -> pd.DataFrame:
-    """At most ``max_per_class`` rows of each label, drawn with ``seed``; sorted by label.
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        A manifest (needs ``label``; sorted by ``path`` when present).
-    max_per_class : int or None
-        Cap per label; ``None`` or 0 keeps every row.
-    seed : int
-        Sampling seed.
-    min_per_class : int
-        Labels with fewer rows are dropped (logged): cross-validation needs 2 per class.
-
-    Returns
-    -------
-    pandas.DataFrame
-        The sample, index reset.
-    """
-    counts = df["label"].value_counts()
-    small = counts[counts < min_per_class]
-    for label, n in small.items():
-        log.warning("Dropped class %r: %d image(s), fewer than %d.", label, n, min_per_class)
-    df = df[~df["label"].isin(small.index)]
-    if df.empty:
-        raise DataError(f"No class has at least {min_per_class} images; add images.")
-    if "path" in df.columns:
-        df = df.sort_values(["label", "path"])
-    if max_per_class:
-        shuffled = df.sample(frac=1.0, random_state=seed)
-        df = shuffled.groupby("label", sort=True).head(int(max_per_class))
-        df = df.sort_values(["label", "path"] if "path" in df.columns else ["label"])
-    return df.reset_index(drop=True)
-
-
-def gallery_and_queries(df: pd.DataFrame, seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split a manifest into the found-items gallery and the "lost" query photos.
-
-    The ``test`` split plays the lost photos; everything else is the gallery. Without a
-    ``test`` split, one photo per class is held out (drawn with ``seed``).
-
-    Returns
-    -------
-    gallery, queries : pandas.DataFrame
-        Index reset.
-    """
-    if "split" in df.columns and (df["split"] == "test").any():
-        is_query = (df["split"] == "test").to_numpy()
-    else:
-        held = df.groupby("label").sample(n=1, random_state=seed).index
-        is_query = df.index.isin(held)
-    return (df[~is_query].reset_index(drop=True), df[is_query].reset_index(drop=True))
 
 
 # --------------------------------------------------------------------------- evaluation

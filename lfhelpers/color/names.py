@@ -1,26 +1,26 @@
-"""Colour names: the crowd-sourced colour-name model and the dominant colours of item photos.
+"""Color names: the crowd-sourced color-name model and the dominant colors of item photos.
 
 Two halves:
 
-**Colour-name model.** The Coding Train's crowd-sourced data (people were shown a random RGB
-colour and picked one of nine names, ``red-ish`` ... ``grey-ish``; data set
+**Color-name model.** The Coding Train's crowd-sourced data (people were shown a random RGB
+color and picked one of nine names, ``red-ish`` ... ``grey-ish``; data set
 ``codingtrain_colors``) is read and validated by :func:`load_color_data`. The tutorial's model
 is reproduced exactly by :class:`TutorialColorClassifier` (Keras: ``Dense(64, relu)`` ->
 ``Dense(9, softmax)`` on RGB / 255, 841 parameters, Adam lr 0.001, batch 32, 15 epochs).
-:func:`make_model` also builds scikit-learn models that see the colour in CIELAB, a
-perceptual colour space; the better one, ``ensemble_lab``, is a soft vote of an RBF SVC, k-NN
+:func:`make_model` also builds scikit-learn models that see the color in CIELAB, a
+perceptual color space; the better one, ``ensemble_lab``, is a soft vote of an RBF SVC, k-NN
 and a small MLP. :func:`evaluate_models` scores them by 5-fold cross-validation twice: with
 random folds, and with folds grouped by contributor (``uid``), which is the honest figure for
 a person the model has never seen. The crowd labels are noisy (a few contributors disagree with
 everyone else most of the time), which caps every model tried near 0.80.
 
-**Dominant colour of a photo.** :func:`dominant_colors` separates the item from its background
+**Dominant color of a photo.** :func:`dominant_colors` separates the item from its background
 (transparent pixels, else a background model estimated from the image border: pixels close in
-CIELAB to the border's colours *and* connected to the border are background), clusters the
+CIELAB to the border's colors *and* connected to the border are background), clusters the
 item's pixels in CIELAB with k-means, and names each cluster with :func:`name_colors`: first
-**white**, **black** or **grey** from lightness and chroma, then the colour-name model for the
+**white**, **black** or **grey** from lightness and chroma, then the color-name model for the
 rest. White pixels are never dropped: a white item on a white table falls back to the centre of
-the photo rather than losing its colour.
+the photo rather than losing its color.
 
 Command line: ``python -m lfhelpers color IMAGE...`` (see :func:`color_main`).
 """
@@ -57,8 +57,8 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import SVC
 from tqdm import tqdm
 
-from .errors import ConfigError, DataError, LFError
-from .fsutil import atomic_write
+from lfhelpers.errors import ConfigError, DataError, LFError
+from lfhelpers.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ TUTORIAL_LABELS: tuple[str, ...] = (
 NEUTRAL_NAMES: tuple[str, ...] = ("white", "black", "grey")
 #: Every name :func:`name_colors` can return.
 COLOR_NAMES: tuple[str, ...] = TUTORIAL_LABELS + NEUTRAL_NAMES
-#: A representative display colour per name (legends, decision-region plots).
+#: A representative display color per name (legends, decision-region plots).
 NAME_SWATCHES: dict[str, str] = {
     "red-ish": "#d62728", "green-ish": "#2ca02c", "blue-ish": "#1f5fd6",
     "orange-ish": "#ff8c1a", "yellow-ish": "#f2d51b", "pink-ish": "#f27ec4",
@@ -82,7 +82,7 @@ NAME_SWATCHES: dict[str, str] = {
 TUTORIAL_REPORTED_ACCURACY = 0.7735
 #: File inside the ``codingtrain_colors`` folder.
 COLOR_DATA_FILE = "colorData.json"
-#: Where :func:`load_color_namer` keeps the fitted colour-name model by default.
+#: Where :func:`load_color_namer` keeps the fitted color-name model by default.
 DEFAULT_MODEL_PATH = Path("models/color_names.joblib")
 #: Models known to :func:`make_model`: name -> description.
 MODEL_DESCRIPTIONS: dict[str, str] = {
@@ -91,17 +91,17 @@ MODEL_DESCRIPTIONS: dict[str, str] = {
     "knn_lab": "k-nearest neighbours (k=30) on standardised CIELAB",
     "ensemble_lab": "soft vote of SVC, k-NN (k=30) and MLP(64) on standardised CIELAB",
 }
-#: The better model used by default for naming colours.
+#: The better model used by default for naming colors.
 BEST_MODEL = "ensemble_lab"
 
 _FIELDS = ("r", "g", "b", "label", "uid")
 
 
-# --------------------------------------------------------------------------- colour spaces
+# --------------------------------------------------------------------------- color spaces
 
 
 def rgb_to_lab(rgb: Any) -> np.ndarray:
-    """Convert sRGB colours (0-255) to CIELAB (D65): L* in 0-100, a* and b* about -128..127.
+    """Convert sRGB colors (0-255) to CIELAB (D65): L* in 0-100, a* and b* about -128..127.
 
     Parameters
     ----------
@@ -115,13 +115,13 @@ def rgb_to_lab(rgb: Any) -> np.ndarray:
     """
     arr = np.asarray(rgb, dtype=np.float32)
     if arr.shape[-1] != 3:
-        raise DataError(f"expected RGB colours with 3 channels, got shape {arr.shape}")
+        raise DataError(f"expected RGB colors with 3 channels, got shape {arr.shape}")
     flat = np.clip(arr.reshape(-1, 1, 3) / 255.0, 0.0, 1.0).astype(np.float32)
     return cv2.cvtColor(flat, cv2.COLOR_RGB2Lab).reshape(arr.shape)
 
 
 def lab_to_rgb(lab: Any) -> np.ndarray:
-    """Convert CIELAB colours back to sRGB 0-255 (float, clipped).
+    """Convert CIELAB colors back to sRGB 0-255 (float, clipped).
 
     Parameters
     ----------
@@ -138,7 +138,7 @@ def lab_to_rgb(lab: Any) -> np.ndarray:
 
 
 def hls_grid(hues: np.ndarray, lightness: np.ndarray, saturation: float) -> np.ndarray:
-    """sRGB colours (0-255) of an HLS grid: rows are lightness values, columns hues.
+    """sRGB colors (0-255) of an HLS grid: rows are lightness values, columns hues.
 
     Parameters
     ----------
@@ -159,12 +159,12 @@ def hls_grid(hues: np.ndarray, lightness: np.ndarray, saturation: float) -> np.n
     return cv2.cvtColor(hls, cv2.COLOR_HLS2RGB) * 255.0
 
 
-# --------------------------------------------------------------------------- colour data
+# --------------------------------------------------------------------------- color data
 
 
 @dataclass
 class ColorData:
-    """Validated colour-name entries.
+    """Validated color-name entries.
 
     Attributes
     ----------
@@ -235,7 +235,7 @@ def _as_channel(value: Any) -> int | None:
 
 
 def validate_color_entries(entries: Any, source: str = "") -> ColorData:
-    """Check every colour entry; keep the valid ones and count the others by reason.
+    """Check every color entry; keep the valid ones and count the others by reason.
 
     An entry is valid when it is an object with integer ``r``, ``g``, ``b`` in 0-255, a
     ``label`` among :data:`TUTORIAL_LABELS` (case and surrounding spaces ignored) and a
@@ -259,11 +259,11 @@ def validate_color_entries(entries: Any, source: str = "") -> ColorData:
     """
     if isinstance(entries, Mapping):
         if "entries" not in entries:
-            raise DataError(f"{source or 'colour data'}: expected an object with an 'entries' "
+            raise DataError(f"{source or 'color data'}: expected an object with an 'entries' "
                             f"list, found keys {sorted(entries)[:5]}.")
         entries = entries["entries"]
     if not isinstance(entries, list):
-        raise DataError(f"{source or 'colour data'}: 'entries' must be a list of "
+        raise DataError(f"{source or 'color data'}: 'entries' must be a list of "
                         f"{{r, g, b, label, uid}} objects, got {type(entries).__name__}.")
     rows: list[tuple[int, int, int, str, str]] = []
     problems: Counter[str] = Counter()
@@ -292,11 +292,11 @@ def validate_color_entries(entries: Any, source: str = "") -> ColorData:
             continue
         rows.append((*channels, label, uid))
     if problems:
-        log.warning("%s: skipped %d of %d colour entries (%s)", source or "colour data",
+        log.warning("%s: skipped %d of %d color entries (%s)", source or "color data",
                     sum(problems.values()), len(entries),
                     ", ".join(f"{k}: {v}" for k, v in sorted(problems.items())))
     if not rows:
-        raise DataError(f"{source or 'colour data'} holds no valid colour entry "
+        raise DataError(f"{source or 'color data'} holds no valid color entry "
                         f"({len(entries)} entries; problems: {dict(problems) or 'none'}).")
     frame = pd.DataFrame(rows, columns=list(_FIELDS))
     frame[["r", "g", "b"]] = frame[["r", "g", "b"]].astype(np.int16)
@@ -305,7 +305,7 @@ def validate_color_entries(entries: Any, source: str = "") -> ColorData:
 
 
 def read_color_file(path: str | os.PathLike[str]) -> ColorData:
-    """Read and validate a colour-data JSON file (``{"entries": [...]}`` or a list).
+    """Read and validate a color-data JSON file (``{"entries": [...]}`` or a list).
 
     Parameters
     ----------
@@ -325,9 +325,9 @@ def read_color_file(path: str | os.PathLike[str]) -> ColorData:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise DataError(f"No colour data at {path}.") from exc
+        raise DataError(f"No color data at {path}.") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not a JSON colour-data file ({exc}); fetch it again with "
+        raise DataError(f"{path} is not a JSON color-data file ({exc}); fetch it again with "
                         "`python -m lfhelpers fetch codingtrain_colors`.") from exc
     return validate_color_entries(raw, source=str(path))
 
@@ -335,10 +335,10 @@ def read_color_file(path: str | os.PathLike[str]) -> ColorData:
 def make_synthetic_color_entries(
     n_entries: int = 1500, n_users: int = 40, noise: float = 0.08, n_bad: int = 6, seed: int = 0
 ) -> list[dict[str, Any]]:
-    """Fixture colour-name entries, generated by a fixed hue rule (not real crowd data).
+    """Fixture color-name entries, generated by a fixed hue rule (not real crowd data).
 
     For tests and for the ``smoke`` profile on a machine with neither the mirror nor the
-    network. Random RGB colours are named from their HSV hue, saturation and value (brown for
+    network. Random RGB colors are named from their HSV hue, saturation and value (brown for
     dark orange/yellow, grey-ish for unsaturated), a fraction ``noise`` of labels is replaced by
     a random one, and ``n_bad`` malformed entries are appended so that validation has
     something to report.
@@ -399,7 +399,7 @@ def load_color_data(
     seed: int = 0,
     progress: bool = True,
 ) -> ColorData:
-    """Load and validate colour-name data.
+    """Load and validate color-name data.
 
     Parameters
     ----------
@@ -431,12 +431,12 @@ def load_color_data(
     path = Path(source)
     if path.is_file():
         return read_color_file(path)
-    from .sources import fetch
+    from lfhelpers.data.sources import fetch
 
     folder = fetch(source, dest=dest, progress=progress)
     file = folder / COLOR_DATA_FILE
     if not file.is_file():
-        raise DataError(f"{folder} has no {COLOR_DATA_FILE}; colour data must be the "
+        raise DataError(f"{folder} has no {COLOR_DATA_FILE}; color data must be the "
                         "codingtrain_colors data set or a folder/file of the same format.")
     data = read_color_file(file)
     data.source = str(source)
@@ -471,7 +471,7 @@ def build_tutorial_model(n_classes: int = 9, hidden_units: int = 64,
     model = keras.Sequential([
         keras.Input(shape=(3,), name="rgb"),
         keras.layers.Dense(hidden_units, activation="relu", name="hidden"),
-        keras.layers.Dense(n_classes, activation="softmax", name="colour_name"),
+        keras.layers.Dense(n_classes, activation="softmax", name="color_name"),
     ], name="tutorial_color_model")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
                   loss="categorical_crossentropy", metrics=["accuracy"])
@@ -479,7 +479,7 @@ def build_tutorial_model(n_classes: int = 9, hidden_units: int = 64,
 
 
 class TutorialColorClassifier(ClassifierMixin, BaseEstimator):
-    """The tutorial's colour-name model as a scikit-learn classifier.
+    """The tutorial's color-name model as a scikit-learn classifier.
 
     Inputs are RGB in 0-255, divided by 255 as the tutorial did; labels are one-hot encoded in
     :data:`TUTORIAL_LABELS` order, so the model always has 9 outputs (841 parameters).
@@ -578,7 +578,7 @@ def _svc_with_probabilities(seed: int) -> BaseEstimator:
 
 def make_model(name: str, seed: int = 0, epochs: int = 15, batch_size: int = 32,
                verbose: int = 0) -> BaseEstimator:
-    """Build one of the colour-name models of :data:`MODEL_DESCRIPTIONS`, unfitted.
+    """Build one of the color-name models of :data:`MODEL_DESCRIPTIONS`, unfitted.
 
     Every model takes RGB rows in 0-255 and predicts label strings.
 
@@ -617,7 +617,7 @@ def make_model(name: str, seed: int = 0, epochs: int = 15, batch_size: int = 32,
             ("mlp", MLPClassifier(hidden_layer_sizes=(64,), max_iter=1000, random_state=seed)),
         ], voting="soft")
         return Pipeline([("lab", lab), ("scale", StandardScaler()), ("vote", vote)])
-    raise ConfigError(f"Unknown colour model {name!r}; choose from {sorted(MODEL_DESCRIPTIONS)}.")
+    raise ConfigError(f"Unknown color model {name!r}; choose from {sorted(MODEL_DESCRIPTIONS)}.")
 
 
 def count_model_params(model: BaseEstimator) -> int | None:
@@ -627,7 +627,7 @@ def count_model_params(model: BaseEstimator) -> int | None:
 
 @dataclass
 class ColorEvaluation:
-    """Cross-validated accuracy of colour-name models.
+    """Cross-validated accuracy of color-name models.
 
     Attributes
     ----------
@@ -752,7 +752,7 @@ def evaluate_models(
     schemes: Sequence[str] = ("random", "by_user"),
     progress: bool = True,
 ) -> ColorEvaluation:
-    """Cross-validate colour-name models with random folds and with folds grouped by contributor.
+    """Cross-validate color-name models with random folds and with folds grouped by contributor.
 
     Parameters
     ----------
@@ -782,7 +782,7 @@ def evaluate_models(
     rows: list[dict[str, Any]] = []
     predictions: dict[tuple[str, str], np.ndarray] = {}
     params: dict[str, int | None] = {}
-    bar = tqdm(total=len(models) * len(splits) * n_splits, desc="colour models",
+    bar = tqdm(total=len(models) * len(splits) * n_splits, desc="color models",
                disable=not progress)
     for name in models:
         template = make_model(name, seed=seed, epochs=epochs, batch_size=batch_size)
@@ -811,7 +811,7 @@ def _fit_quietly(model: BaseEstimator, X: np.ndarray, y: np.ndarray) -> BaseEsti
 
 def fit_color_namer(data: ColorData, model: str = BEST_MODEL, seed: int = 0,
                     **kwargs: Any) -> BaseEstimator:
-    """Fit a colour-name model on every valid entry.
+    """Fit a color-name model on every valid entry.
 
     Parameters
     ----------
@@ -832,7 +832,7 @@ def fit_color_namer(data: ColorData, model: str = BEST_MODEL, seed: int = 0,
 
 def save_color_namer(model: BaseEstimator, path: str | os.PathLike[str],
                      source: str = "") -> Path:
-    """Save a fitted scikit-learn colour-name model with joblib (atomic write).
+    """Save a fitted scikit-learn color-name model with joblib (atomic write).
 
     Parameters
     ----------
@@ -841,7 +841,7 @@ def save_color_namer(model: BaseEstimator, path: str | os.PathLike[str],
     path : path-like
         Destination, e.g. ``models/color_names.joblib``.
     source : str
-        The colour data it was trained on, stored alongside.
+        The color data it was trained on, stored alongside.
 
     Returns
     -------
@@ -860,18 +860,18 @@ def save_color_namer(model: BaseEstimator, path: str | os.PathLike[str],
 
 def load_color_namer(
     path: str | os.PathLike[str] | None = DEFAULT_MODEL_PATH,
-    colors_source: str | os.PathLike[str] = "codingtrain_colors",
+    color_source: str | os.PathLike[str] = "codingtrain_colors",
     seed: int = 0,
     save: bool = True,
 ) -> BaseEstimator:
-    """Return the colour-name model saved at ``path``, training and saving it when missing.
+    """Return the color-name model saved at ``path``, training and saving it when missing.
 
     Parameters
     ----------
     path : path-like or None
         Saved model (:func:`save_color_namer`). ``None``: always train, never save.
-    colors_source : str or path-like
-        Colour data to train on when there is no usable saved model
+    color_source : str or path-like
+        Color data to train on when there is no usable saved model
         (see :func:`load_color_data`; ``"synthetic"`` works offline).
     seed : int
     save : bool
@@ -884,7 +884,7 @@ def load_color_namer(
     Raises
     ------
     LFError
-        When no model is saved and the colour data cannot be loaded; the message says how to
+        When no model is saved and the color data cannot be loaded; the message says how to
         provide it.
     """
     import joblib
@@ -894,19 +894,19 @@ def load_color_namer(
             payload = joblib.load(path)
             return payload["model"] if isinstance(payload, dict) else payload
         except Exception as exc:  # noqa: BLE001 - a stale or foreign file: train again
-            log.warning("cannot use the saved colour model %s (%s); training a new one",
+            log.warning("cannot use the saved color model %s (%s); training a new one",
                         path, exc)
     try:
-        data = load_color_data(colors_source, seed=seed, progress=False)
+        data = load_color_data(color_source, seed=seed, progress=False)
     except LFError as exc:
-        raise type(exc)(f"No colour-name model at {path} and the colour data could not be "
+        raise type(exc)(f"No color-name model at {path} and the color data could not be "
                         f"loaded: {exc} Set LF_DATA_MIRROR, run notebook 04, or pass "
-                        "--colors-source synthetic for a fixture model.") from exc
+                        "--color-source synthetic for a fixture model.") from exc
     model = fit_color_namer(data, BEST_MODEL, seed=seed)
-    log.info("trained the colour-name model on %d entries of %s", len(data.frame), data.source)
+    log.info("trained the color-name model on %d entries of %s", len(data.frame), data.source)
     if path is not None and save:
         save_color_namer(model, path, source=data.source)
-        log.info("saved the colour-name model to %s", path)
+        log.info("saved the color-name model to %s", path)
     return model
 
 
@@ -915,16 +915,16 @@ def load_color_namer(
 
 def neutral_names(lab: np.ndarray, white_l: float = 85.0, black_l: float = 30.0,
                   neutral_chroma: float = 12.0, dark_l: float = 12.0) -> np.ndarray:
-    """White, black or grey from lightness and chroma; ``""`` where the colour is chromatic.
+    """White, black or grey from lightness and chroma; ``""`` where the color is chromatic.
 
-    A colour is neutral when its chroma ``C* = hypot(a*, b*)`` is below ``neutral_chroma``,
-    or when it is almost black (``L* < dark_l``). Neutral colours are named by lightness:
+    A color is neutral when its chroma ``C* = hypot(a*, b*)`` is below ``neutral_chroma``,
+    or when it is almost black (``L* < dark_l``). Neutral colors are named by lightness:
     ``L* >= white_l`` white, ``L* < black_l`` black, grey between.
 
     Parameters
     ----------
     lab : ndarray, shape (n, 3)
-        CIELAB colours.
+        CIELAB colors.
     white_l, black_l, neutral_chroma, dark_l : float
         Thresholds (L* in 0-100, chroma in CIELAB units).
 
@@ -942,29 +942,29 @@ def neutral_names(lab: np.ndarray, white_l: float = 85.0, black_l: float = 30.0,
 
 
 def name_colors(rgb: Any, hue_model: BaseEstimator | None, **thresholds: float) -> list[str]:
-    """Name colours: white/black/grey by lightness and chroma first, else the colour model.
+    """Name colors: white/black/grey by lightness and chroma first, else the color model.
 
     Parameters
     ----------
     rgb : array-like, shape (n, 3) or (3,)
-        sRGB colours in 0-255.
+        sRGB colors in 0-255.
     hue_model : sklearn estimator or None
-        Fitted colour-name model (RGB rows -> one of :data:`TUTORIAL_LABELS`). ``None`` only
-        when every colour is neutral (else :class:`ConfigError`).
+        Fitted color-name model (RGB rows -> one of :data:`TUTORIAL_LABELS`). ``None`` only
+        when every color is neutral (else :class:`ConfigError`).
     **thresholds : float
         Passed to :func:`neutral_names`.
 
     Returns
     -------
     list of str
-        One name per colour, from :data:`COLOR_NAMES`.
+        One name per color, from :data:`COLOR_NAMES`.
     """
     rgb = np.asarray(rgb, dtype=np.float32).reshape(-1, 3)
     names = neutral_names(rgb_to_lab(rgb), **thresholds).astype(object)
     chromatic = names == ""
     if chromatic.any():
         if hue_model is None:
-            raise ConfigError("A chromatic colour needs a colour-name model: pass hue_model "
+            raise ConfigError("A chromatic color needs a color-name model: pass hue_model "
                               "(see load_color_namer).")
         names[chromatic] = np.asarray(hue_model.predict(rgb[chromatic])).astype(str)
     return [str(n) for n in names]
@@ -975,7 +975,7 @@ def name_colors(rgb: Any, hue_model: BaseEstimator | None, **thresholds: float) 
 
 @dataclass
 class ColorShare:
-    """One main colour of an item.
+    """One main color of an item.
 
     Attributes
     ----------
@@ -984,7 +984,7 @@ class ColorShare:
     share : float
         Fraction of the item's pixels (0-1).
     rgb : tuple of int
-        Mean sRGB colour of those pixels.
+        Mean sRGB color of those pixels.
     """
 
     name: str
@@ -999,18 +999,18 @@ class ColorShare:
 
 @dataclass
 class Palette:
-    """The main colours of one photo's item, largest share first.
+    """The main colors of one photo's item, largest share first.
 
     Attributes
     ----------
     colors : list of ColorShare
-        Main colours (one per name), shares summing to 1.
+        Main colors (one per name), shares summing to 1.
     item_share : float
         Fraction of the (opaque) photo taken as the item.
     method : str
         How the item was separated: ``"alpha"`` (transparency), ``"border"`` (background
         model from the border), ``"centre"`` (fallback: item as big as the background or of
-        the same colour), ``"all"`` (tiny image or ``method="none"``).
+        the same color), ``"all"`` (tiny image or ``method="none"``).
     image : ndarray
         The analysed (downscaled) RGB image.
     mask : ndarray of bool
@@ -1025,7 +1025,7 @@ class Palette:
 
     @property
     def main(self) -> ColorShare:
-        """The colour with the largest share."""
+        """The color with the largest share."""
         return self.colors[0]
 
     def describe(self) -> str:
@@ -1137,15 +1137,15 @@ def item_mask(
     """Separate the item from its background.
 
     * Transparent pixels (alpha < 128) are background; when there are any, that is the mask.
-    * ``method="border"``: the colours of a strip along the image border (k-means, up to 3
-      colours) that run along at least two sides of the photo are the background model (an
+    * ``method="border"``: the colors of a strip along the image border (k-means, up to 3
+      colors) that run along at least two sides of the photo are the background model (an
       item cut by one edge is not background). A pixel is background when it lies within
-      ``threshold`` (CIELAB distance, widened by the spread of the border colour) of one of
+      ``threshold`` (CIELAB distance, widened by the spread of the border color) of one of
       them *and* is connected to the border through such pixels, so that a white screen inside
       a black phone on a white table stays part of the item.
     * When that leaves less than ``min_item_share`` of the photo (item of the background's
-      colour) or more than ``max_item_share`` (no distinct background), the centre of the
-      photo is taken as the item instead: nothing of the item's colour is thrown away.
+      color) or more than ``max_item_share`` (no distinct background), the centre of the
+      photo is taken as the item instead: nothing of the item's color is thrown away.
     * Images smaller than 8 pixels a side, and ``method="none"``, use every (opaque) pixel.
 
     Parameters
@@ -1157,7 +1157,7 @@ def item_mask(
     border : float
         Width of the border strip, as a fraction of the shorter side (at least 1 pixel).
     threshold : float
-        Base CIELAB distance to a border colour under which a pixel may be background.
+        Base CIELAB distance to a border color under which a pixel may be background.
     min_item_share, max_item_share : float
         Fallback limits, as fractions of the opaque pixels.
 
@@ -1174,7 +1174,7 @@ def item_mask(
     h, w = rgb.shape[:2]
     opaque = np.ones((h, w), bool) if alpha is None else alpha >= 128
     if not opaque.any():
-        log.warning("every pixel is transparent; using the colour under the transparency")
+        log.warning("every pixel is transparent; using the color under the transparency")
         opaque = np.ones((h, w), bool)
     elif not opaque.all():
         return opaque, "alpha"
@@ -1191,7 +1191,7 @@ def item_mask(
     cluster = np.full((h, w), -1)
     cluster[strip] = border_labels
     sides = (cluster[:b], cluster[-b:], cluster[:, :b], cluster[:, -b:])
-    # A background colour runs along at least two sides of the photo; an item that crosses
+    # A background color runs along at least two sides of the photo; an item that crosses
     # the border (a phone cut by the bottom edge) usually touches one.
     side_share = np.array([[np.mean(side == c) for side in sides] for c in range(k)])
     total_share = np.bincount(border_labels, minlength=k) / len(border_labels)
@@ -1222,14 +1222,14 @@ def item_mask(
 
 def _grabcut_refine(rgb: np.ndarray, mask: np.ndarray, strip: np.ndarray,
                     iterations: int = 3) -> np.ndarray:
-    """Refine a border-model mask with GrabCut (colour models + smooth boundaries)."""
+    """Refine a border-model mask with GrabCut (color models + smooth boundaries)."""
     gc = np.where(mask, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
     gc[strip & ~mask] = cv2.GC_BGD
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     try:
         cv2.grabCut(np.ascontiguousarray(rgb[..., ::-1]), gc, None, bgd, fgd, iterations,
                     cv2.GC_INIT_WITH_MASK)
-    except cv2.error as exc:  # e.g. a colour model that cannot be estimated
+    except cv2.error as exc:  # e.g. a color model that cannot be estimated
         log.debug("GrabCut failed (%s); keeping the border model's mask", exc)
         return mask
     refined = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
@@ -1245,14 +1245,14 @@ def dominant_colors(
     min_share: float = 0.02,
     seed: int = 0,
 ) -> Palette:
-    """The main colours of the item in a photo, with their share of the item and names.
+    """The main colors of the item in a photo, with their share of the item and names.
 
     Parameters
     ----------
     image : path-like, PIL.Image.Image or ndarray
         The photo.
     hue_model : sklearn estimator, optional
-        Colour-name model for chromatic colours (default :func:`load_color_namer`).
+        Color-name model for chromatic colors (default :func:`load_color_namer`).
     n_colors : int
         Clusters (k-means in CIELAB); clusters that get the same name are merged.
     method : {"border", "grabcut", "none"}
@@ -1260,7 +1260,7 @@ def dominant_colors(
     max_side : int
         The photo is shrunk to this size first (speed).
     min_share : float
-        Colours below this share of the item are dropped (shares are renormalised).
+        Colors below this share of the item are dropped (shares are renormalised).
     seed : int
         k-means seed.
 
@@ -1309,7 +1309,7 @@ _NAMER_CACHE: dict[str, BaseEstimator] = {}
 
 
 def _default_namer() -> BaseEstimator:
-    """The saved default colour-name model, loaded (or trained) once per process."""
+    """The saved default color-name model, loaded (or trained) once per process."""
     if "default" not in _NAMER_CACHE:
         _NAMER_CACHE["default"] = load_color_namer()
     return _NAMER_CACHE["default"]
@@ -1349,34 +1349,9 @@ def extract_palettes(
     return out
 
 
-def sample_gallery(manifest: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
-    """Pick ``n`` photos spread evenly over the classes, reproducibly.
-
-    Parameters
-    ----------
-    manifest : pandas.DataFrame
-        Rows with ``label`` and ``file`` (see :func:`lfhelpers.dataset.read_manifest`).
-    n : int
-        Photos wanted (fewer when the data has fewer).
-    seed : int
-
-    Returns
-    -------
-    pandas.DataFrame
-        The chosen rows, ordered by label.
-    """
-    if manifest.empty:
-        raise DataError("The data set holds no photos for the colour gallery.")
-    rng = np.random.default_rng(seed)
-    shuffled = manifest.iloc[rng.permutation(len(manifest))]
-    order = shuffled.groupby("label", sort=True).cumcount()
-    picked = shuffled.assign(_rank=order.to_numpy()).sort_values(["_rank", "label"]).head(n)
-    return picked.drop(columns="_rank").sort_values("label", kind="stable").reset_index(drop=True)
-
-
 def palette_table(labels: Sequence[str], files: Sequence[str | os.PathLike[str]],
                   palettes: Sequence[Palette | None]) -> pd.DataFrame:
-    """One row per photo: class, file name, main colour, its share, all colours, method.
+    """One row per photo: class, file name, main color, its share, all colors, method.
 
     Parameters
     ----------
@@ -1389,15 +1364,15 @@ def palette_table(labels: Sequence[str], files: Sequence[str | os.PathLike[str]]
     -------
     pandas.DataFrame
     """
-    rows = [{"label": lab, "file": Path(f).name, "main colour": p.main.name,
-             "share": round(p.main.share, 2), "colours": p.describe(),
+    rows = [{"label": lab, "file": Path(f).name, "main color": p.main.name,
+             "share": round(p.main.share, 2), "colors": p.describe(),
              "item share": round(p.item_share, 2), "separation": p.method}
             for lab, f, p in zip(labels, files, palettes, strict=True) if p is not None]
     return pd.DataFrame(rows)
 
 
 def make_known_color_photos(size: int = 96, seed: int = 0) -> list[tuple[str, Image.Image, str]]:
-    """Fixture photos whose main colour is known by construction (drawn, not real photos).
+    """Fixture photos whose main color is known by construction (drawn, not real photos).
 
     A shaded background with noise (a table), an item drawn on it with its own noise and a soft
     shadow, plus transparent PNGs and a greyscale photo. Used by the tests and notebook 04 as
@@ -1412,18 +1387,18 @@ def make_known_color_photos(size: int = 96, seed: int = 0) -> list[tuple[str, Im
 
     Returns
     -------
-    list of (description, PIL image, expected main colour name)
+    list of (description, PIL image, expected main color name)
     """
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size] / size
 
-    def table(colour: Sequence[float], grain: float = 0.0) -> np.ndarray:
-        base = np.asarray(colour, float) * (0.92 + 0.12 * yy)[..., None]  # light falls off
+    def table(color: Sequence[float], grain: float = 0.0) -> np.ndarray:
+        base = np.asarray(color, float) * (0.92 + 0.12 * yy)[..., None]  # light falls off
         if grain:
             base *= (1 + grain * np.sin(xx * 40 + 3 * np.sin(yy * 9)))[..., None]
         return base + rng.normal(0, 4, (size, size, 3))
 
-    def place(bg: np.ndarray, colour: Sequence[float], box: tuple[float, float, float, float],
+    def place(bg: np.ndarray, color: Sequence[float], box: tuple[float, float, float, float],
               round_shape: bool = False) -> np.ndarray:
         y0, x0, y1, x1 = (int(v * size) for v in box)
         inside = np.zeros((size, size), bool)
@@ -1434,7 +1409,7 @@ def make_known_color_photos(size: int = 96, seed: int = 0) -> list[tuple[str, Im
         shadow = np.roll(np.roll(inside, 3, 0), 3, 1) & ~inside
         img = bg.copy()
         img[shadow] *= 0.8
-        item = np.asarray(colour, float) * (1.0 - 0.08 * xx)[..., None]
+        item = np.asarray(color, float) * (1.0 - 0.08 * xx)[..., None]
         img[inside] = item[inside] + rng.normal(0, 3, (int(inside.sum()), 3))
         return img
 
@@ -1463,12 +1438,12 @@ def make_known_color_photos(size: int = 96, seed: int = 0) -> list[tuple[str, Im
     photos.append(("white earphones on a white table",
                    rgb(place(table((250, 250, 250)), (240, 240, 238), (0.3, 0.3, 0.7, 0.7),
                              round_shape=True)), "white"))
-    for name, colour, expected in (("blue", (35, 80, 200), "blue-ish"),
+    for name, color, expected in (("blue", (35, 80, 200), "blue-ish"),
                                    ("white", (250, 250, 250), "white")):
         rgba = np.zeros((size, size, 4), np.uint8)
-        rgba[..., 1] = 200  # colour under the transparent pixels must not count
+        rgba[..., 1] = 200  # color under the transparent pixels must not count
         lo, hi = size // 4, size - size // 4
-        rgba[lo:hi, lo:hi, :3] = colour
+        rgba[lo:hi, lo:hi, :3] = color
         rgba[lo:hi, lo:hi, 3] = 255
         photos.append((f"{name} item, transparent PNG", Image.fromarray(rgba, "RGBA"), expected))
     grey = place(table((200, 200, 200)), (25, 25, 25), (0.25, 0.25, 0.75, 0.75))
@@ -1491,13 +1466,13 @@ def known_color_check(hue_model: BaseEstimator | None, seed: int = 0,
     Returns
     -------
     pandas.DataFrame
-        Columns photo, expected, main colour, colours, correct.
+        Columns photo, expected, main color, colors, correct.
     """
     rows = []
     for description, image, expected in make_known_color_photos(seed=seed):
         pal = dominant_colors(image, hue_model, seed=seed, **kwargs)
-        rows.append({"photo": description, "expected": expected, "main colour": pal.main.name,
-                     "colours": pal.describe(), "correct": pal.main.name == expected})
+        rows.append({"photo": description, "expected": expected, "main color": pal.main.name,
+                     "colors": pal.describe(), "correct": pal.main.name == expected})
     return pd.DataFrame(rows)
 
 
@@ -1530,7 +1505,7 @@ def target_check(evaluation: ColorEvaluation, best_model: str) -> pd.DataFrame:
 
 
 def plot_color_counts(data: ColorData, ax: Any = None) -> Any:
-    """Bar chart of entries per label, each bar in its label's colour."""
+    """Bar chart of entries per label, each bar in its label's color."""
     import matplotlib.pyplot as plt
 
     counts = data.label_counts()
@@ -1539,7 +1514,7 @@ def plot_color_counts(data: ColorData, ax: Any = None) -> Any:
     ax.bar(counts.index, counts.to_numpy(), color=[NAME_SWATCHES[n] for n in counts.index],
            edgecolor="black", linewidth=0.5)
     ax.bar_label(ax.containers[0], fontsize=8)
-    ax.set_title(f"Colour-name entries per label ({len(data.frame)} valid, "
+    ax.set_title(f"Color-name entries per label ({len(data.frame)} valid, "
                  f"{data.frame['uid'].nunique()} contributors)")
     ax.set_xlabel("label")
     ax.set_ylabel("entries")
@@ -1589,16 +1564,16 @@ def plot_decision_regions(
     n_lightness: int = 101,
     neutral_model: str | None = None,
 ) -> Any:
-    """What each model calls every colour of an HLS hue x lightness plane.
+    """What each model calls every color of an HLS hue x lightness plane.
 
-    The first row shows the colours themselves; then one row per model (and one for
+    The first row shows the colors themselves; then one row per model (and one for
     :func:`name_colors` with the white/black/grey rule in front of ``neutral_model``). One
     column per saturation.
 
     Parameters
     ----------
     models : mapping
-        Title -> fitted colour-name model.
+        Title -> fitted color-name model.
     saturations : sequence of float
         HLS saturations (0-1), one column each.
     n_hues, n_lightness : int
@@ -1616,7 +1591,7 @@ def plot_decision_regions(
 
     hues = np.linspace(0, 360, n_hues)
     light = np.linspace(0, 1, n_lightness)
-    rows: list[tuple[str, Callable[[np.ndarray], list[str]] | None]] = [("colour", None)]
+    rows: list[tuple[str, Callable[[np.ndarray], list[str]] | None]] = [("color", None)]
     for title, model in models.items():
         rows.append((title, lambda X, m=model: list(np.asarray(m.predict(X)).astype(str))))
     if neutral_model is not None:
@@ -1719,7 +1694,7 @@ def plot_palette_gallery(
                                            ec="black", lw=0.4))
             ax_pal.text(0.25, y, f"{col.name} {col.share:.0%}", va="center", fontsize=7,
                         fontweight="bold" if k == 0 else "normal")
-    fig.suptitle("Item photos, the item found in each (background faded), and its main colours")
+    fig.suptitle("Item photos, the item found in each (background faded), and its main colors")
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
     return fig
 
@@ -1727,47 +1702,28 @@ def plot_palette_gallery(
 # --------------------------------------------------------------------------- command line
 
 
-def color_main(argv: list[str] | None = None) -> int:
-    """``python -m lfhelpers color IMAGE...``: print each photo's main colours.
+def color_command(args: argparse.Namespace) -> int:
+    """``python -m lfhelpers color IMAGE...``: print each photo's main colors.
 
-    One line per image: the path, a tab, then its colours, main colour first, as
+    One line per image: the path, a tab, then its colors, main color first, as
     ``name share%`` separated by commas (``--json``: one JSON object per line). An image that
     cannot be read gives ``PATH<tab>error: reason`` and the others go on; the exit status is 1
     when any image failed.
 
     Parameters
     ----------
-    argv : list of str, optional
-        Arguments (default ``sys.argv[1:]``).
+    args : argparse.Namespace
+        The parsed command line (:mod:`lfhelpers.cli`).
 
     Returns
     -------
     int
         Exit status.
     """
-    parser = argparse.ArgumentParser(
-        prog="python -m lfhelpers color",
-        description="Name the main colours of the item in each photo (white, black and grey "
-                    "by lightness and chroma; other colours by the colour-name model).")
-    parser.add_argument("images", nargs="+", help="image files")
-    parser.add_argument("-k", "--n-colors", type=int, default=3,
-                        help="colour clusters per photo (default 3)")
-    parser.add_argument("--model", default=str(DEFAULT_MODEL_PATH),
-                        help="saved colour-name model; trained and saved there when missing "
-                             "(default %(default)s)")
-    parser.add_argument("--colors-source", default="codingtrain_colors",
-                        help="colour data to train on when there is no saved model: "
-                             "codingtrain_colors (honours LF_DATA_MIRROR), a JSON file, or "
-                             "'synthetic' (offline fixture) (default %(default)s)")
-    parser.add_argument("--method", choices=("border", "grabcut", "none"), default="border",
-                        help="background separation (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    args = parser.parse_args(argv)
     if args.n_colors < 1:
-        parser.error("--n-colors must be at least 1")
+        raise ConfigError("--n-colors must be at least 1")
     try:
-        namer = load_color_namer(args.model or None, colors_source=args.colors_source,
+        namer = load_color_namer(args.model or None, color_source=args.color_source,
                                  seed=args.seed)
     except LFError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -1791,6 +1747,3 @@ def color_main(argv: list[str] | None = None) -> int:
             print(f"{image}\t{pal.describe()}", flush=True)
     return 1 if failed else 0
 
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(color_main())

@@ -1,104 +1,23 @@
-"""Reading the cleaned data set: ``<clean_dir>/manifest.csv`` and its image paths.
+"""From a source to a clean, split data set: the orchestration above cleanup and split.
 
-The manifest is written by :mod:`lfhelpers.clean` and :mod:`lfhelpers.split`. Columns:
-
-``path``      image path relative to the clean folder (POSIX separators), e.g. ``key/key_001.jpg``
-``label``     class label (any Unicode)
-``split``     ``train``, ``val``, ``test`` or ``excluded`` (class too small to split)
-``sha256``    SHA-256 of the clean file's bytes
-``phash``     64-bit perceptual hash (16 hex digits, :func:`imagehash.phash`)
-``group``     near-duplicate group id; a group never straddles two splits
-``width``, ``height``, ``bytes``  of the clean file
-``source``    the raw file it came from, relative to the raw folder
+:func:`obtain_raw` gets the raw class folders (a local folder, a fetched public set, or the
+synthetic fixture); :func:`prepare_dataset` cleans and splits them into a folder with
+``manifest.csv``; :func:`ensure_manifest` does that on demand for notebooks given a plain folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
-from .errors import DataError
-
-if TYPE_CHECKING:
-    from .clean import CleanOptions, CleanReport
-
-MANIFEST = "manifest.csv"
-SPLITS = ("train", "val", "test")
-MANIFEST_COLUMNS = ["path", "label", "split", "sha256", "phash", "group", "width", "height",
-                    "bytes", "source"]
-
-
-def manifest_path(clean_dir: str | os.PathLike[str]) -> Path:
-    """Return ``<clean_dir>/manifest.csv``."""
-    return Path(clean_dir) / MANIFEST
-
-
-def read_manifest(
-    clean_dir: str | os.PathLike[str],
-    splits: Iterable[str] | None = None,
-    absolute: bool = True,
-) -> pd.DataFrame:
-    """Read the manifest of a cleaned data set.
-
-    Parameters
-    ----------
-    clean_dir : path-like
-        Folder holding ``manifest.csv`` and the clean class folders.
-    splits : iterable of str, optional
-        Keep only these splits (e.g. ``["train"]``). Default: every row, ``excluded`` included.
-    absolute : bool
-        Add a column ``file`` with the absolute path of each image.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per clean image, columns as in the module docstring (``label`` kept as str).
-
-    Raises
-    ------
-    DataError
-        When the manifest is missing; the message says how to make it.
-    """
-    path = manifest_path(clean_dir)
-    if not path.exists():
-        raise DataError(
-            f"No manifest at {path}. Run notebook 01 or `python -m lfhelpers clean RAW_DIR "
-            f"--out {clean_dir}` first."
-        )
-    df = pd.read_csv(path, dtype={"label": str, "phash": str, "sha256": str, "path": str,
-                                  "source": str, "split": str}, keep_default_na=False)
-    if splits is not None:
-        df = df[df["split"].isin(list(splits))].reset_index(drop=True)
-    if absolute:
-        root = Path(clean_dir).resolve()
-        df["file"] = [str(root / p) for p in df["path"]]
-    return df
-
-
-def class_counts(df: pd.DataFrame, by: str = "split") -> pd.DataFrame:
-    """Count images per label, one column per value of ``by`` plus a ``total`` column.
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        A manifest (or any frame with ``label`` and ``by`` columns).
-    by : str
-        Column to spread into columns.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Index ``label``; integer counts.
-    """
-    table = pd.crosstab(df["label"], df[by]).rename_axis(index="label", columns=None)
-    ordered = [c for c in (*SPLITS, "excluded") if c in table.columns]
-    table = table[ordered + [c for c in table.columns if c not in ordered]]
-    table["total"] = table.sum(axis=1)
-    return table
+from lfhelpers.data.clean import CleanOptions, CleanReport, clean_dataset, list_raw_files
+from lfhelpers.data.manifest import manifest_path, write_manifest
+from lfhelpers.data.split import split_manifest
+from lfhelpers.errors import DataError
 
 
 def prepare_dataset(
@@ -137,8 +56,6 @@ def prepare_dataset(
     CleanReport
         With the split manifest.
     """
-    from .clean import clean_dataset, write_manifest
-    from .split import split_manifest
 
     report = clean_dataset(raw_dir, clean_dir, options=options, label_map=label_map,
                            n_jobs=n_jobs, progress=progress)
@@ -180,8 +97,6 @@ def ensure_manifest(
     if not data_dir.is_dir():
         raise DataError(f"data_dir {data_dir} does not exist. Run notebook 01 first, or point "
                         "data_dir at a folder of class sub-folders.")
-    import hashlib
-
     key = hashlib.sha256(f"{data_dir.resolve()}|{seed}".encode()).hexdigest()[:10]
     clean_dir = Path(cache_root) / f"{data_dir.resolve().name}-{key}"
     prepare_dataset(data_dir, clean_dir, seed=seed, **kwargs)
@@ -227,8 +142,8 @@ def obtain_raw(
         raise DataError("Set either data_dir (a local folder) or source (a data set name).")
     raw = Path(raw_dir)
     if source == "synthetic":
-        from .fixtures import make_synthetic_dataset
-        from .fsutil import write_json
+        from lfhelpers.data.fixtures import make_synthetic_dataset
+        from lfhelpers.fsutil import write_json
 
         marker = raw / ".lf_fetch.json"
         if not marker.exists():
@@ -237,7 +152,7 @@ def obtain_raw(
             write_json(marker, {"name": "synthetic", "seed": seed,
                                 "per_class": synthetic_per_class})
         return raw
-    from .sources import fetch
+    from lfhelpers.data.sources import fetch
 
     return fetch(source, dest=raw)
 
@@ -255,7 +170,5 @@ def folder_counts(raw_dir: str | os.PathLike[str]) -> pd.Series:
     pandas.Series
         Index label, values file counts, sorted by label.
     """
-    from .clean import list_raw_files
-
     labels = [label for _, label in list_raw_files(Path(raw_dir))]
     return pd.Series(labels, dtype=str).value_counts().sort_index().rename("files")

@@ -1640,7 +1640,7 @@ def crawl_samples(out_dir: str | os.PathLike[str], n: int = 12, seed: int = 0,
     matplotlib.figure.Figure or None
         None when nothing was saved.
     """
-    from .plots import image_grid, setup_fonts
+    from lfhelpers.plots import image_grid, setup_fonts
 
     setup_fonts()
     items = read_items(out_dir)
@@ -1660,13 +1660,13 @@ def crawl_samples(out_dir: str | os.PathLike[str], n: int = 12, seed: int = 0,
 # command line
 
 
-def crawl_main(argv: list[str] | None = None) -> int:
+def crawl_command(args: argparse.Namespace) -> int:
     """Command line ``python -m lfhelpers crawl CONFIG --out DIR``.
 
     Parameters
     ----------
-    argv : list of str, optional
-        Arguments after ``crawl``; default ``sys.argv[1:]``.
+    args : argparse.Namespace
+        The parsed command line (:mod:`lfhelpers.cli`).
 
     Returns
     -------
@@ -1674,24 +1674,6 @@ def crawl_main(argv: list[str] | None = None) -> int:
         0 on success, 2 on an error a user can act on, 130 when interrupted (rerun the same
         command to resume).
     """
-    parser = argparse.ArgumentParser(
-        prog="python -m lfhelpers crawl",
-        description="Crawl a lost-and-found listing site into DIR/<category>/ with a sidecar "
-                    "DIR/items.csv. Reruns resume. Config keys: see the lfhelpers.crawl module "
-                    "docstring and examples/crawl/.")
-    parser.add_argument("config", type=Path, help="site configuration (.yaml, .yml or .toml)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (the raw set)")
-    parser.add_argument("--base-url", default=None, help="override the config's base_url")
-    parser.add_argument("--fetcher", choices=["static", "browser"], default=None,
-                        help="override the config's fetcher")
-    parser.add_argument("--max-pages", type=int, default=None, help="listing page limit")
-    parser.add_argument("--max-items", type=int, default=None, help="item limit")
-    parser.add_argument("--refresh", action="store_true",
-                        help="fetch the listing pages again (new items); saved images are kept")
-    parser.add_argument("--ignore-robots", action="store_true",
-                        help="do not read robots.txt (only with the site owner's permission)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
     try:
         config = load_config(args.config, base_url=args.base_url, fetcher=args.fetcher,
                              max_pages=args.max_pages, max_items=args.max_items)
@@ -1708,6 +1690,3 @@ def crawl_main(argv: list[str] | None = None) -> int:
     print(f"images in {args.out}; sidecar: {args.out / SIDECARS[config.sidecar]}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(crawl_main())

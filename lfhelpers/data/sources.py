@@ -184,9 +184,9 @@ DATASETS: dict[str, Dataset] = {
         filename="colorData.json",
         sha256="bc426dc9c5835875707509d84f26e37c74ff0c427d9c160f4ff94e48f671450a",
         size_limit=16 << 20,
-        description="Crowd-sourced colour names: 5,643 {r, g, b, label, uid} entries, 9 labels.",
+        description="Crowd-sourced color names: 5,643 {r, g, b, label, uid} entries, 9 labels.",
         citation=(
-            "The Coding Train colour classifier data, "
+            "The Coding Train color classifier data, "
             "github.com/CodingTrain/ColorClassifer-TensorFlow.js."
         ),
     ),
@@ -1025,36 +1025,21 @@ def summarize(folder: str | os.PathLike[str]) -> dict[str, int]:
             if p.is_file() and not p.name.startswith(".")}
 
 
-def fetch_main(argv: list[str] | None = None) -> int:
+def fetch_command(args: argparse.Namespace) -> int:
     """Command line ``python -m lfhelpers fetch NAME [--dest DIR]``.
 
     Prints the resulting folder and a per-class image count.
 
     Parameters
     ----------
-    argv : list of str, optional
-        Arguments after ``fetch``; default ``sys.argv[1:]``.
+    args : argparse.Namespace
+        The parsed command line (:mod:`lfhelpers.cli`).
 
     Returns
     -------
     int
         0 on success, 2 on an :class:`~lfhelpers.errors.LFError` (message on stderr).
     """
-    parser = argparse.ArgumentParser(
-        prog="python -m lfhelpers fetch",
-        description=(
-            "Fetch a public data set (or check a local folder) into data/raw/<name>. "
-            f"Known data sets: {', '.join(sorted(DATASETS))}. "
-            f"With {MIRROR_ENV}=<folder> the data are copied from <folder>/<name> instead."
-        ),
-    )
-    parser.add_argument("name", metavar="NAME", help="data-set name or a local folder")
-    parser.add_argument("--dest", type=Path, default=None,
-                        help="result folder (default: data/raw/NAME)")
-    parser.add_argument("--mirror", type=Path, default=None,
-                        help=f"offline mirror folder (default: ${MIRROR_ENV})")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
     try:
         folder = fetch(args.name, args.dest, mirror=args.mirror, progress=not args.quiet)
         counts = summarize(folder)
@@ -1071,6 +1056,3 @@ def fetch_main(argv: list[str] | None = None) -> int:
         print(f"{len(counts)} file(s): {', '.join(counts)}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(fetch_main())

@@ -24,7 +24,7 @@ import numpy as np
 from scipy.spatial.distance import pdist, squareform
 from sklearn.neighbors import NearestNeighbors
 
-from .errors import DataError
+from lfhelpers.errors import DataError
 
 
 def distance_matrix(features: np.ndarray, metric: str = "cosine") -> np.ndarray:
@@ -170,7 +170,7 @@ def plot_distance_heatmap(
     title : str
         Axes title.
     metric : str
-        Name of the distance for the colour bar.
+        Name of the distance for the color bar.
     ax : matplotlib Axes, optional
         Where to draw; a new figure when omitted.
 

@@ -21,7 +21,7 @@
   query is a cropped, slightly rotated, re-lit, re-encoded copy of one gallery photo; recall@k
   says how often that very photo is among the first k.
 * :class:`LostFoundMatcher`: embedding similarity combined with the classifier's top-3
-  categories and the colour names, as filters or as re-ranking terms with weights, and a
+  categories and the color names, as filters or as re-ranking terms with weights, and a
   sentence per match saying why it was proposed.
 """
 
@@ -37,14 +37,15 @@ from typing import Any, NamedTuple
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageEnhance
 from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
-from .embed import l2_normalize
-from .errors import ConfigError, DataError
-from .fsutil import atomic_write
-from .search import NeighbourIndex
+from lfhelpers.errors import ConfigError, DataError
+from lfhelpers.fsutil import atomic_write
+from lfhelpers.images import open_image, thumbnail
+from lfhelpers.similarity.embeddings import l2_normalize
+from lfhelpers.similarity.index import NeighbourIndex
 
 log = logging.getLogger(__name__)
 
@@ -467,7 +468,7 @@ def perturb(image: Image.Image, rng: np.random.Generator, max_crop: float = 0.15
     max_crop : float
         Up to this fraction of each side is cut away (at random sides).
     max_rotation : float
-        Degrees, either way (the corners are filled with the edge colour).
+        Degrees, either way (the corners are filled with the edge color).
     max_brightness : float
         Brightness factor in ``1 ± max_brightness``.
     jpeg_quality : (int, int)
@@ -538,8 +539,7 @@ def make_near_duplicates(
     rows = []
     for j, i in enumerate(tqdm(picks, desc="near-duplicate queries", unit="img")):
         try:
-            with Image.open(files[i]) as im:
-                copy, how = perturb(ImageOps.exif_transpose(im), rng, **strength)
+            copy, how = perturb(open_image(files[i]), rng, **strength)
         except Exception as exc:  # noqa: BLE001 - an unreadable original is skipped
             log.warning("Skipped %s for the near-duplicate test: %s", files[i], exc)
             continue
@@ -708,38 +708,38 @@ def query_categories(
     return table, "a logistic regression on the gallery embeddings (no fine-tuned classifier)"
 
 
-def colour_table(
+def color_table(
     files: Sequence[str | os.PathLike[str]],
-    colour_source: str = "codingtrain_colors",
+    color_source: str = "codingtrain_colors",
     min_share: float = 0.2,
     n_colors: int = 3,
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, list[str]]:
-    """Colour names of each photo's item (notebook 04's :mod:`lfhelpers.color`), by path.
+    """Color names of each photo's item (notebook 04's :mod:`lfhelpers.color`), by path.
 
     Parameters
     ----------
     files : sequence of path-like
-    colour_source : str
-        Training data of the colour-name model when notebook 04 has not saved one
+    color_source : str
+        Training data of the color-name model when notebook 04 has not saved one
         (``models/color_names.joblib``): a data set name, a file, or ``"synthetic"`` (offline).
     min_share : float
-        Colours covering less of the item are left out.
+        Colors covering less of the item are left out.
     n_colors : int
-        Colour clusters per photo.
+        Color clusters per photo.
     seed : int
     progress : bool
 
     Returns
     -------
     dict
-        ``{path: [colour name, ...]}``, largest share first; unreadable photos are left out
+        ``{path: [color name, ...]}``, largest share first; unreadable photos are left out
         (logged).
     """
-    from . import color
+    from lfhelpers import color
 
-    namer = color.load_color_namer(colors_source=colour_source, seed=seed, save=False)
+    namer = color.load_color_namer(color_source=color_source, seed=seed, save=False)
     files = [os.fspath(f) for f in files]
     palettes = color.extract_palettes(files, namer, n_colors=n_colors, seed=seed,
                                       progress=progress)
@@ -748,7 +748,7 @@ def colour_table(
 
 
 class LostFoundMatcher:
-    """Rank found items for a lost item's photo: similarity, category and colour, explained.
+    """Rank found items for a lost item's photo: similarity, category and color, explained.
 
     The embedding index proposes ``candidates`` gallery photos; each gets
 
@@ -756,10 +756,10 @@ class LostFoundMatcher:
     * ``category``: how much the query's top-3 categories (``category_fn``) agree with the
       found item's category (its gallery label, or ``gallery_categories``): the sum over
       shared categories of the products of their probabilities (1.0: same single category);
-    * ``colour``: the overlap (Jaccard) of the colour names (``colour_fn``) of both photos.
+    * ``color``: the overlap (Jaccard) of the color names (``color_fn``) of both photos.
 
     In ``"rerank"`` mode the score is ``w_embedding·similarity + w_category·category +
-    w_colour·colour``; in ``"filter"`` mode a candidate with no shared category (or colour)
+    w_color·color``; in ``"filter"`` mode a candidate with no shared category (or color)
     is dropped and the others keep that combined score.
 
     Parameters
@@ -769,38 +769,38 @@ class LostFoundMatcher:
     category_fn : callable or mapping, optional
         ``path -> [(label, probability), ...]`` (e.g. the classifier's top 3), or a table of
         those by path. ``None``: no category term.
-    colour_fn : callable or mapping, optional
-        ``path -> [colour name, ...]``, or a table of those. ``None``: no colour term.
+    color_fn : callable or mapping, optional
+        ``path -> [color name, ...]``, or a table of those. ``None``: no color term.
     gallery_categories : callable or mapping, optional
         Categories of gallery photos; default: their labels, with probability 1.
-    w_embedding, w_category, w_colour : float
+    w_embedding, w_category, w_color : float
         Weights of the three terms.
-    category_mode, colour_mode : {"rerank", "filter"}
+    category_mode, color_mode : {"rerank", "filter"}
     candidates : int
         Gallery photos taken from the index before re-ranking.
     """
 
     def __init__(self, index: GalleryIndex, category_fn: Callable | Mapping | None = None,
-                 colour_fn: Callable | Mapping | None = None,
+                 color_fn: Callable | Mapping | None = None,
                  gallery_categories: Callable | Mapping | None = None,
-                 w_embedding: float = 1.0, w_category: float = 0.5, w_colour: float = 0.25,
-                 category_mode: str = "rerank", colour_mode: str = "rerank",
+                 w_embedding: float = 1.0, w_category: float = 0.5, w_color: float = 0.25,
+                 category_mode: str = "rerank", color_mode: str = "rerank",
                  candidates: int = 50):
-        for name, mode in (("category_mode", category_mode), ("colour_mode", colour_mode)):
+        for name, mode in (("category_mode", category_mode), ("color_mode", color_mode)):
             if mode not in ("rerank", "filter"):
                 raise ConfigError(f"{name} must be 'rerank' or 'filter', got {mode!r}.")
         self.index = index
         self.category_fn = category_fn
-        self.colour_fn = colour_fn
+        self.color_fn = color_fn
         self.gallery_categories = gallery_categories
         self.w_embedding = w_embedding
         self.w_category = w_category
-        self.w_colour = w_colour
+        self.w_color = w_color
         self.category_mode = category_mode
-        self.colour_mode = colour_mode
+        self.color_mode = color_mode
         self.candidates = candidates
         self._category = _lookup(category_fn)
-        self._colour = _lookup(colour_fn)
+        self._color = _lookup(color_fn)
         self._gallery_category = _lookup(gallery_categories)
 
     def _gallery_cats(self, row: int) -> list[tuple[str, float]]:
@@ -816,7 +816,7 @@ class LostFoundMatcher:
         ----------
         query : path-like
             The lost item's photo (embedded with the index's embedder unless ``vector`` is
-            given; categories and colours are looked up by this path).
+            given; categories and colors are looked up by this path).
         k : int
             Matches returned.
         vector : ndarray, optional
@@ -827,7 +827,7 @@ class LostFoundMatcher:
         Returns
         -------
         pandas.DataFrame
-            Columns ``rank, path, label, score, similarity, category, colour, why``; fewer
+            Columns ``rank, path, label, score, similarity, category, color, why``; fewer
             than ``k`` rows when filters leave fewer candidates.
         """
         query = os.fspath(query)
@@ -836,7 +836,7 @@ class LostFoundMatcher:
         sims, rows = self.index.search(query if vector is None else vector, want,
                                        exclude=None if exclude < 0 else [exclude])
         q_cats = list(self._category(query)) if self._category else []
-        q_cols = set(self._colour(query)) if self._colour else set()
+        q_cols = set(self._color(query)) if self._color else set()
         top_label = q_cats[0][0] if q_cats else None
         q_rank = {lab: r for r, (lab, _) in enumerate(q_cats, start=1)}
         out = []
@@ -858,22 +858,22 @@ class LostFoundMatcher:
                 if self.category_mode == "filter" and not shared:
                     continue
             col = 0.0
-            if self._colour:
-                g_cols = set(self._colour(self.index.paths_[row]))
+            if self._color:
+                g_cols = set(self._color(self.index.paths_[row]))
                 union = q_cols | g_cols
                 col = len(q_cols & g_cols) / len(union) if union else 0.0
                 common = sorted(q_cols & g_cols)
-                reasons.append(f"colours shared: {', '.join(common)}" if common
-                               else "no shared colour")
-                if self.colour_mode == "filter" and not common:
+                reasons.append(f"colors shared: {', '.join(common)}" if common
+                               else "no shared color")
+                if self.color_mode == "filter" and not common:
                     continue
             score = (self.w_embedding * float(sim) + self.w_category * cat
-                     + self.w_colour * col)
+                     + self.w_color * col)
             out.append({"path": self.index.paths_[row], "label": str(self.index.labels_[row]),
                         "score": score, "similarity": float(sim), "category": cat,
-                        "colour": col, "why": "; ".join(reasons)})
+                        "color": col, "why": "; ".join(reasons)})
         table = pd.DataFrame(out, columns=["path", "label", "score", "similarity", "category",
-                                           "colour", "why"])
+                                           "color", "why"])
         table = table.sort_values("score", ascending=False, kind="stable").head(k)
         table.insert(0, "rank", np.arange(1, len(table) + 1))
         if top_label is not None:
@@ -909,16 +909,6 @@ class LostFoundMatcher:
 
 
 # --------------------------------------------------------------------------- figures
-
-
-def _thumbnail(path: str, size: int = 224) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            im.thumbnail((size, size))
-            return np.asarray(im.convert("RGB"))
-    except Exception:  # noqa: BLE001 - a tile must not break the figure
-        return np.full((8, 8, 3), 200, np.uint8)
 
 
 def plot_matches(
@@ -966,13 +956,13 @@ def plot_matches(
             mark = "right" if right else "wrong"
             panels.append((row.path, f"{row.rank}. {row.label} ({mark})\n{row.score:.3f}",
                            "tab:green" if right else "tab:red"))
-        for c, (path, title, colour) in enumerate(panels):
+        for c, (path, title, color) in enumerate(panels):
             ax = axes[r, c]
-            ax.imshow(_thumbnail(path))
-            ax.set_title(title, fontsize=8, color="black" if c == 0 else colour)
+            ax.imshow(thumbnail(path, 224))
+            ax.set_title(title, fontsize=8, color="black" if c == 0 else color)
             for spine in ax.spines.values():
                 spine.set_visible(True)
-                spine.set_color(colour)
+                spine.set_color(color)
                 spine.set_linewidth(3)
     fig.suptitle(suptitle or "Query photos and their most similar gallery photos "
                  "(green: right, red: wrong; score = cosine similarity)")
@@ -991,13 +981,13 @@ def plot_explained(query: str, table: pd.DataFrame, query_label: str = "",
         why = row.why.replace("; ", "\n")
         panels.append((row.path, f"{row.rank}. {row.label} ({row.score:.2f})\n{why}",
                        "tab:green" if right else "tab:red"))
-    for ax, (path, title, colour) in zip(axes[0], panels, strict=False):
-        ax.imshow(_thumbnail(path))
+    for ax, (path, title, color) in zip(axes[0], panels, strict=False):
+        ax.imshow(thumbnail(path, 224))
         ax.set_title(title, fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
         for spine in ax.spines.values():
-            spine.set_color(colour)
+            spine.set_color(color)
             spine.set_linewidth(3)
     fig.suptitle("Lost-to-found matches with their reasons")
     fig.tight_layout()

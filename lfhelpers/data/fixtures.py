@@ -1,6 +1,6 @@
 """A small synthetic class-folder image set, for tests and the ``smoke`` profile.
 
-This is clearly fixture data: drawn objects (shapes with distinct colours and textures on a
+This is clearly fixture data: drawn objects (shapes with distinct colors and textures on a
 plain, slightly noisy background), not photos. Class names include a Korean one so that Unicode
 labels are exercised end to end. ``with_bad_files=True`` adds the awkward inputs a real crawl
 produces (truncated, empty, HTML saved as ``.jpg``, duplicates, CMYK, 16-bit, alpha, EXIF
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-#: label -> (shape, main colour RGB, texture)
+#: label -> (shape, main color RGB, texture)
 SYNTHETIC_CLASSES: dict[str, tuple[str, tuple[int, int, int], str]] = {
     "ball": ("circle", (220, 40, 40), "plain"),
     "card": ("rectangle", (40, 90, 220), "stripes"),
@@ -26,7 +26,7 @@ SYNTHETIC_CLASSES: dict[str, tuple[str, tuple[int, int, int], str]] = {
 
 
 def _texture(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Return a (size, size) array in [0, 1] that modulates the object's colour."""
+    """Return a (size, size) array in [0, 1] that modulates the object's color."""
     yy, xx = np.mgrid[0:size, 0:size]
     period = int(rng.integers(5, 9))
     if kind == "stripes":
@@ -84,7 +84,7 @@ def draw_item(label: str, size: int = 96, seed: int = 0) -> Image.Image:
     PIL.Image.Image
         An RGB image.
     """
-    shape, colour, texture = SYNTHETIC_CLASSES[label]
+    shape, color, texture = SYNTHETIC_CLASSES[label]
     rng = np.random.default_rng(seed)
     background = np.array(rng.integers(170, 245, 3), dtype=float)
     yy, xx = np.mgrid[0:size, 0:size] / size - 0.5
@@ -100,7 +100,7 @@ def draw_item(label: str, size: int = 96, seed: int = 0) -> Image.Image:
     blob_mask = np.asarray(blob.filter(ImageFilter.GaussianBlur(2))) / 255.0
     img = img * (1 - 0.6 * blob_mask[..., None])
     mask = np.asarray(_shape_mask(shape, size, rng).filter(ImageFilter.GaussianBlur(0.8))) / 255.0
-    tint = np.clip(np.array(colour) + rng.normal(0, 18, 3), 0, 255)
+    tint = np.clip(np.array(color) + rng.normal(0, 18, 3), 0, 255)
     obj = _texture(texture, size, rng)[..., None] * tint
     img = img * (1 - mask[..., None]) + obj * mask[..., None]
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")

@@ -43,14 +43,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
-from .errors import ConfigError, DataError, NetworkUnavailableError
-from .fsutil import atomic_write, sha256_file
-from .texture import Extraction
+from lfhelpers.errors import ConfigError, DataError, NetworkUnavailableError
+from lfhelpers.fsutil import atomic_write, sha256_file
+from lfhelpers.images import load_rgb
+from lfhelpers.similarity.texture import Extraction
 
 log = logging.getLogger(__name__)
 
@@ -280,42 +280,6 @@ def pooled_layer(model: Any, layer: str = "") -> Any:
 
 
 # --------------------------------------------------------------------------- images
-
-
-def load_rgb(source: str | os.PathLike[str] | bytes, size: int) -> np.ndarray:
-    """Decode an image and resize it to ``size`` × ``size`` RGB pixels.
-
-    EXIF orientation is applied; transparency is composed over white; greyscale, palette,
-    CMYK and 16-bit images become 8-bit RGB. JPEGs are decoded at a reduced scale when they
-    are much larger than ``size`` (fast), then resized with antialiasing.
-
-    Parameters
-    ----------
-    source : path-like or bytes
-        An image file or its bytes.
-    size : int
-        Output side.
-
-    Returns
-    -------
-    ndarray of shape (size, size, 3), uint8
-    """
-    import io
-
-    fh: Any = io.BytesIO(source) if isinstance(source, bytes | bytearray) else os.fspath(source)
-    with Image.open(fh) as im:
-        im.draft("RGB", (size, size))
-        im = ImageOps.exif_transpose(im)
-        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            rgba = im.convert("RGBA")
-            canvas = Image.new("RGB", rgba.size, (255, 255, 255))
-            canvas.paste(rgba, mask=rgba.getchannel("A"))
-            im = canvas
-        elif im.mode.startswith("I"):
-            arr = np.asarray(im, dtype=np.float64)
-            im = Image.fromarray((arr / max(arr.max(), 1) * 255).astype(np.uint8))
-        im = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(im, dtype=np.uint8)
 
 
 def l2_normalize(features: np.ndarray) -> np.ndarray:
@@ -752,7 +716,7 @@ def feature_sets(
     for name in names:
         key = name.lower()
         if key == HARALICK:
-            from .texture import HaralickFeatures
+            from lfhelpers.similarity.texture import HaralickFeatures
 
             extractor = HaralickFeatures(n_jobs=-1, progress=progress,
                                          cache_dir=cache / "haralick" if cache else None)

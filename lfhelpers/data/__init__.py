@@ -1,0 +1,27 @@
+"""The data layer: from a source to a clean, split, labelled image set.
+
+manifest   the manifest schema: read, write, count (``manifest.csv``)
+prepare    obtain raw class folders, clean and split them (the orchestration)
+sources    the public data sets: registry, checked resumable downloads, offline mirror
+clean      full decode, RGB, size limits, exact and near duplicates, quarantine
+split      seeded stratified train/val/test split keeping near-duplicates together
+sampling   per-class samples and the gallery/queries split
+fixtures   a drawn synthetic data set with every awkward kind of file (tests, smoke runs)
+"""
+
+from lfhelpers.data.manifest import (
+    MANIFEST,
+    MANIFEST_COLUMNS,
+    SPLITS,
+    class_counts,
+    manifest_path,
+    read_manifest,
+    write_manifest,
+)
+from lfhelpers.data.prepare import ensure_manifest, folder_counts, obtain_raw, prepare_dataset
+from lfhelpers.data.sampling import gallery_and_queries, sample_per_class, spread_sample
+
+__all__ = ["MANIFEST", "MANIFEST_COLUMNS", "SPLITS", "class_counts",
+           "ensure_manifest", "folder_counts", "gallery_and_queries", "manifest_path",
+           "obtain_raw", "prepare_dataset", "read_manifest", "sample_per_class",
+           "spread_sample", "write_manifest"]
