@@ -23,4 +23,11 @@ errors      the exception types a user can act on
 cli         ``python -m lfhelpers <verb>``
 """
 
+import os as _os
+
+# TensorFlow's C++ start-up messages (CUDA probing on a CPU machine, oneDNN notices, absl's
+# pre-init warning) are noise for the analyst: keep only fatal ones unless the user chose a
+# level. Must happen before TensorFlow is first imported, which is always after this package.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 __version__ = "0.1.0"

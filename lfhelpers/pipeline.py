@@ -176,7 +176,7 @@ def _kernel_env() -> tempfile.TemporaryDirectory:
     spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
                      "--log-level=ERROR"],
             "display_name": "Python (lfhelpers)", "language": "python",
-            "env": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")},
+            "env": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")},
             "metadata": {"debugger": False}}
     (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
     paths = [tmp.name, *filter(None, os.environ.get("JUPYTER_PATH", "").split(os.pathsep))]

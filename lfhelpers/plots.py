@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -32,6 +33,9 @@ def setup_fonts() -> str | None:
         The font family chosen, or ``None`` when no CJK font is installed (Korean labels then
         fall back to the default font; nothing crashes).
     """
+    # "findfont: Failed to find font weight bold" is printed for every bold title when a family
+    # has no bold face; the regular face is used, which is what we want anyway
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     installed = {f.name for f in font_manager.fontManager.ttflist}
     if not installed & set(CJK_FONTS):
         # fonts installed after matplotlib built its cache are not in it yet
@@ -50,7 +54,9 @@ def setup_fonts() -> str | None:
             matplotlib.rcParams["font.sans-serif"] = [name, *matplotlib.rcParams["font.sans-serif"]]
             matplotlib.rcParams["axes.unicode_minus"] = False
             return name
-    log.info("No CJK font installed; Korean labels may show as boxes (install fonts-nanum).")
+    warnings.warn("No CJK font is installed, so Korean labels in the figures may show as boxes. "
+                  "Install one (Debian/Ubuntu: apt-get install fonts-nanum) and restart the "
+                  "kernel.", stacklevel=2)
     return None
 
 
