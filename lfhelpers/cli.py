@@ -32,20 +32,21 @@ EXTERNAL: dict[str, tuple[str, str, str]] = {
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .pipeline import parse_overrides, run_pipeline
+    from .pipeline import format_plan, format_summary, parse_overrides, run_pipeline
 
     result = run_pipeline(profile=args.profile, only=args.only,
                           overrides=parse_overrides(args.param), out_dir=args.out,
-                          html=not args.no_html)
+                          html=not args.no_html, force=args.force, jobs=args.jobs,
+                          dry_run=args.dry_run)
+    if args.dry_run:
+        print(format_plan(result))
+        return 0
     print(f"Done: {len(result.notebooks)} notebook(s) in {result.out_dir}")
+    print(format_summary(result))
     if args.publish:
         from .pipeline import publish
 
         print(f"Published the reports to {publish(result, args.publish)}")
-    for stem, figures in result.metrics.items():
-        shown = ", ".join(f"{k}={v}" for k, v in figures.items()
-                          if isinstance(v, int | float | str))
-        print(f"  {stem}: {shown}")
     return 0
 
 
@@ -82,11 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                      help="override a parameter for every notebook that has it (repeatable)")
     run.add_argument("--out", default=None,
-                     help="output folder (default: reports/runs/<profile>-<UTC time>)")
+                     help="output folder (default: reports/runs/<profile>-<UTC time>); a rerun "
+                          "into the same folder reuses the notebooks that did not change")
     run.add_argument("--no-html", action="store_true", help="skip the HTML exports")
     run.add_argument("--publish", default=None, metavar="DIR",
                      help="after a successful run, copy HTML and metrics to DIR "
                           "(make demo: reports/latest)")
+    run.add_argument("--force", nargs="?", const=True, default=None, metavar="NN,NN",
+                     help="run again even when cached: every notebook, or the listed ones "
+                          "(and so what depends on them)")
+    run.add_argument("--jobs", type=int, default=1, metavar="N",
+                     help="run up to N notebooks side by side when their inputs are ready")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print what would run and why (which input changed), run nothing")
     run.set_defaults(func=_run)
 
     clean = sub.add_parser("clean", help="clean and split a folder of class sub-folders")

@@ -39,13 +39,20 @@ from .config import (
     select_notebooks,
 )
 from .execute import KERNEL_NAME, collapse_progress, export_html
-from .report import NotebookRun, RunResult, format_summary, publish, summary_table
+from .report import (
+    NotebookRun,
+    RunResult,
+    format_plan,
+    format_summary,
+    publish,
+    summary_table,
+)
 from .runner import default_out_dir, run_pipeline
 
 __all__ = [
     "GRAPH_FILE", "KERNEL_NAME", "NOTEBOOK_DIR", "PROFILES_FILE", "ROOT", "NotebookRun",
     "RunResult", "check_overrides", "collapse_progress", "default_out_dir",
-    "discover_notebooks", "export_html", "format_summary", "load_profiles",
+    "discover_notebooks", "export_html", "format_plan", "format_summary", "load_profiles",
     "notebook_parameters", "parse_overrides", "parse_value", "publish", "run_pipeline",
     "select_notebooks", "summary_table",
 ]

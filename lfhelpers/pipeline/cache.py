@@ -3,7 +3,8 @@
 A notebook's fingerprint, stored after each successful run in ``<out>/.cache/<stem>.json``, holds
 
 * ``source``: a hash of its cells (type, source, tags; outputs and metadata do not count);
-* ``parameters``: the resolved parameters it was given;
+* ``parameters``: the values it runs with (its defaults updated with the resolved parameters
+  it is given, so `-p x=<its default>` changes nothing);
 * ``code``: a hash per ``lfhelpers`` file it runs: the modules its cells import
   (``from lfhelpers.x import ...``, ``from lfhelpers import x``) and, transitively, every
   ``lfhelpers`` module those import (lazy imports inside functions included; a subpackage counts

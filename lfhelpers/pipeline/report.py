@@ -118,6 +118,17 @@ def format_summary(result: RunResult) -> str:
     return "\n".join(lines)
 
 
+def format_plan(result: RunResult) -> str:
+    """What a dry run found: per notebook ``runs (why)`` or ``cached``."""
+    lines = [f"Dry run into {result.out_dir} (nothing is executed):"]
+    for run in result.notebooks:
+        if run.status == "cached":
+            lines.append(f"  {run.stem}: cached")
+        else:
+            lines.append(f"  {run.stem}: runs ({'; '.join(run.reasons)})")
+    return "\n".join(lines)
+
+
 def _flatten(figures: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     rows: list[tuple[str, Any]] = []
     for name, value in figures.items():

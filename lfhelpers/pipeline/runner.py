@@ -42,9 +42,10 @@ class _Plan:
     """The resolved notebooks of a run and the cache decisions for them."""
 
     def __init__(self, out: Path, workdir: Path, nodes: Mapping[str, Node],
-                 sources: Mapping[str, Path], params: Mapping[str, dict[str, Any]]) -> None:
+                 sources: Mapping[str, Path], params: Mapping[str, dict[str, Any]],
+                 defaults: Mapping[str, dict[str, Any]]) -> None:
         self.out, self.workdir, self.nodes = out, workdir, nodes
-        self.sources, self.params = sources, params
+        self.sources, self.params, self.defaults = sources, params, defaults
 
     def show(self, path: str | os.PathLike[str]) -> str:
         """A path as the user wants to read it: relative to the project when inside it."""
@@ -56,7 +57,9 @@ class _Plan:
         """The fingerprint of ``stem`` as things stand now."""
         node = self.nodes[stem]
         ups = {d: (cache.load_record(self.out, d) or {}).get("stamp") for d in sorted(node.deps)}
-        return cache.fingerprint(self.sources[stem], self.params[stem], node.reads,
+        # parameters as the notebook sees them: its defaults, then what it is given
+        values = {**self.defaults[stem], **self.params[stem]}
+        return cache.fingerprint(self.sources[stem], values, node.reads,
                                  node.writes, ups, PACKAGE_DIR)
 
     def reasons(self, stem: str, forced: bool, rerunning: Iterable[str]) -> list[str]:
@@ -188,7 +191,7 @@ def run_pipeline(
     else:
         forced = match_stems(order, force, "--force") if force else set()
 
-    plan = _Plan(out, workdir, nodes, {nb.stem: nb for nb in notebooks}, params)
+    plan = _Plan(out, workdir, nodes, {nb.stem: nb for nb in notebooks}, params, declared)
     result = RunResult(profile=profile, out_dir=out, dry_run=dry_run)
     rerun: set[str] = set()
     for stem in order:
