@@ -287,9 +287,10 @@ def test_force_all_or_listed_and_dry_run_says_why(chain, tmp_path):
     assert (out / "02_mid.ipynb").stat().st_mtime_ns == before  # nothing ran
 
 
-def test_jobs_run_independent_notebooks_side_by_side(chain, tmp_path, capsys):
-    from lfhelpers.pipeline import format_summary
+def test_jobs_run_independent_notebooks_side_by_side(chain, tmp_path, capsys, monkeypatch):
+    from lfhelpers.pipeline import execute, format_summary
 
+    monkeypatch.setattr(execute, "HEARTBEAT_SECONDS", 0.5)  # a line while a long cell runs
     nbdir, profiles = chain
     out = tmp_path / "run"
     result = run_pipeline("t", out_dir=out, notebook_dir=nbdir, profiles_file=profiles,
@@ -300,6 +301,7 @@ def test_jobs_run_independent_notebooks_side_by_side(chain, tmp_path, capsys):
     assert m["02_mid"]["start"] < m["04_side"]["end"] and m["04_side"]["start"] < m["02_mid"]["end"]
     printed = capsys.readouterr().out
     assert "04_side: cell 3/3" in printed and "02_mid: cell 3/3" in printed
+    assert re.search(r"^02_mid: cell 3/3 running, [\d.]+ s$", printed, re.M), printed
     summary = format_summary(result)
     assert re.search(r"02_mid\s+ok\s+[\d.]+ s", summary) and "Total:" in summary
     assert "nested={per_class: {bag: 0.5, key: 0.25}}" in summary
