@@ -332,3 +332,18 @@ def test_cli_run_options():
     assert parse(["run", "--force"]).force is True
     assert parse(["run", "--force", "03,06", "--jobs", "2"]).force == "03,06"
     assert parse(["run", "--dry-run"]).dry_run and parse(["run"]).force is None
+
+
+def test_a_failure_beside_others_lets_them_finish_and_starts_nothing_new(chain, tmp_path):
+    nbdir, profiles = chain
+    write_nb(nbdir / "04_side.ipynb", 'out_dir = ""\ndata_dir = ""', "raise ValueError('side')")
+    out = tmp_path / "run"
+    with pytest.raises(PipelineError, match=r"04_side failed at cell \d+.*side"):
+        run_pipeline("t", out_dir=out, notebook_dir=nbdir, profiles_file=profiles,
+                     overrides={"nap": 3.0}, jobs=2, html=False, echo=False)
+    statuses = {n["stem"]: n["status"] for n in json.loads((out / "run.json").read_text())
+                ["notebooks"]}
+    assert statuses == {"01_make": "ok", "02_mid": "ok", "03_end": "skipped",
+                        "04_side": "failed"}
+    assert not (out / ".cache" / "04_side.json").exists()
+    assert (out / ".cache" / "02_mid.json").exists()  # its result is kept for the next run

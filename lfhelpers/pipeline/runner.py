@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import queue
 import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -290,19 +291,31 @@ def _execute_all(result: RunResult, plan: _Plan, workdir: Path, *, html: bool, e
                     break
                 (done.add if one(stem) else failed.append)(stem)
         else:
-            with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="notebook") as pool:
-                running: dict[Future, str] = {}
-                while todo or running:
-                    for stem in [s for s in todo if not failed and deps[s] <= done]:
-                        if len(running) < jobs:
-                            todo.remove(stem)
-                            running[pool.submit(one, stem)] = stem
-                    if not running:
-                        break
-                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        stem = running.pop(future)
-                        (done.add if future.result() else failed.append)(stem)
+            # daemon threads, not a pool: Ctrl-C ends the run at once (the kernels notice that
+            # their parent is gone) instead of waiting for every running notebook
+            finished: queue.Queue[tuple[str, bool | BaseException]] = queue.Queue()
+
+            def worker(stem: str) -> None:
+                try:
+                    finished.put((stem, one(stem)))
+                except BaseException as exc:  # handed to the main thread, raised there
+                    finished.put((stem, exc))
+
+            running: set[str] = set()
+            while todo or running:
+                for stem in [s for s in todo if not failed and deps[s] <= done]:
+                    if len(running) < jobs:
+                        todo.remove(stem)
+                        running.add(stem)
+                        threading.Thread(target=worker, args=(stem,), daemon=True,
+                                         name=f"notebook-{stem}").start()
+                if not running:
+                    break
+                stem, outcome = finished.get()
+                running.discard(stem)
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                (done.add if outcome else failed.append)(stem)
     finally:
         console.close()
         kernel_tmp.cleanup()
