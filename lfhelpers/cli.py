@@ -22,18 +22,25 @@ MIRROR_ENV = "LF_DATA_MIRROR"
 
 
 def _run(args: argparse.Namespace) -> int:
-    from lfhelpers.pipeline import parse_overrides, publish, run_pipeline
+    from lfhelpers.pipeline import (
+        format_plan,
+        format_summary,
+        parse_overrides,
+        publish,
+        run_pipeline,
+    )
 
     result = run_pipeline(profile=args.profile, only=args.only,
                           overrides=parse_overrides(args.param), out_dir=args.out,
-                          html=not args.no_html)
+                          html=not args.no_html, force=args.force, jobs=args.jobs,
+                          dry_run=args.dry_run)
+    if args.dry_run:
+        print(format_plan(result))
+        return 0
     print(f"Done: {len(result.notebooks)} notebook(s) in {result.out_dir}")
+    print(format_summary(result))
     if args.publish:
         print(f"Published the reports to {publish(result, args.publish)}")
-    for stem, figures in result.metrics.items():
-        shown = ", ".join(f"{k}={v}" for k, v in figures.items()
-                          if isinstance(v, int | float | str))
-        print(f"  {stem}: {shown}")
     return 0
 
 
@@ -86,17 +93,27 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="execute the numbered notebooks with papermill",
-                       description="Execute the numbered notebooks in order with papermill.")
+                       description="Execute the numbered notebooks with papermill, in the order "
+                                   "of the notebook graph (lfhelpers/graph.yaml); a rerun into "
+                                   "the same --out folder reuses what did not change.")
     p.add_argument("--profile", default="cpu", help="smoke, cpu or full (default: cpu)")
     p.add_argument("--only", default=None, help="notebook numbers to run, e.g. 01,03")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                    help="override a parameter for every notebook that has it (repeatable)")
     p.add_argument("--out", default=None,
-                   help="output folder (default: reports/runs/<profile>-<UTC time>)")
+                   help="output folder (default: reports/runs/<profile>-<UTC time>); a rerun "
+                        "into the same folder reuses the notebooks that did not change")
     p.add_argument("--no-html", action="store_true", help="skip the HTML exports")
     p.add_argument("--publish", default=None, metavar="DIR",
                    help="after a successful run, copy HTML and metrics to DIR "
                         "(make demo: reports/latest)")
+    p.add_argument("--force", nargs="?", const=True, default=None, metavar="NN,NN",
+                   help="run again even when cached: every notebook, or the listed ones "
+                        "(and so what depends on them)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="run up to N notebooks side by side when their inputs are ready")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would run and why (which input changed), run nothing")
     p.set_defaults(func=_run)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -154,3 +155,195 @@ def test_progress_bars_collapse_to_their_last_state():
     from lfhelpers.pipeline import collapse_progress
 
     assert collapse_progress("a:  0%\ra: 50%\ra:100%\ndone\n") == "a:100%\ndone\n"
+
+
+# --------------------------------------------------------------------------- graph and cache
+
+CHAIN_GRAPH = """\
+01_make:
+  writes: ["{data_dir}"]
+02_mid:
+  reads: ["{data_dir}"]
+  writes: ["{res_file}"]
+03_end:
+  reads: ["{res_file}"]
+04_side:
+  reads: ["{data_dir}", "{no_such_parameter}/x"]
+"""
+
+TIMES = ("import time\nfrom pathlib import Path\nfrom lfhelpers.metrics import record_metrics\n"
+         "start = time.time()\ntime.sleep(nap)\n")
+
+
+@pytest.fixture()
+def chain(tmp_path):
+    """01 writes data, 02 turns it into res.txt, 03 reads that; 04 reads data only."""
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    common = 'out_dir = ""\nseed = 0\nnap = 0.0\ndata_dir = ""\n'
+    write_nb(nbdir / "01_make.ipynb", common + "alpha = 1.0",
+             TIMES + "Path(data_dir).mkdir(parents=True, exist_ok=True)\n"
+             "(Path(data_dir) / 'a.txt').write_text(str(alpha))\n"
+             "record_metrics(out_dir, '01_make', {'alpha': alpha})")
+    write_nb(nbdir / "02_mid.ipynb", common + 'beta = 1\nres_file = ""',
+             TIMES + "text = (Path(data_dir) / 'a.txt').read_text()\n"
+             "Path(res_file).write_text(f'{text}*{beta}')\n"
+             "record_metrics(out_dir, '02_mid', {'start': start, 'end': time.time(), "
+             "'nested': {'per_class': {'bag': 0.5, 'key': 0.25}}})")
+    write_nb(nbdir / "03_end.ipynb", common + 'res_file = ""',
+             TIMES + "record_metrics(out_dir, '03_end', {'res': Path(res_file).read_text()})")
+    write_nb(nbdir / "04_side.ipynb", common,
+             TIMES + "record_metrics(out_dir, '04_side', {'start': start, 'end': time.time()})")
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text('t:\n  all:\n    data_dir: "{out}/data"\n    res_file: "{out}/res.txt"\n')
+    (tmp_path / "graph.yaml").write_text(CHAIN_GRAPH)
+    return nbdir, profiles
+
+
+def _run(chain, out, **kwargs):
+    nbdir, profiles = chain
+    kwargs.setdefault("echo", False)
+    result = run_pipeline("t", out_dir=out, notebook_dir=nbdir, profiles_file=profiles,
+                          html=False, **kwargs)
+    return {r.stem: r.status for r in result.notebooks}
+
+
+def test_graph_gives_order_dependencies_and_tolerates_unknowns(chain):
+    from lfhelpers.pipeline.graph import build_graph, load_graph
+
+    nbdir, profiles = chain
+    spec = load_graph(profiles.with_name("graph.yaml"))
+    values = {"01_make": {"data_dir": "o/data"}, "02_mid": {"data_dir": "o/data",
+                                                            "res_file": "o/res.txt"},
+              "03_end": {"res_file": "o/res.txt"}, "04_side": {"data_dir": "o/data"},
+              "05_new": {"whatever": 1}}
+    nodes = build_graph(list(values), values, spec, Path("/w"))
+    assert nodes["02_mid"].deps == {"01_make"} and nodes["03_end"].deps == {"02_mid"}
+    # a template naming a parameter the notebook lacks names no path
+    assert nodes["04_side"].deps == {"01_make"} and nodes["04_side"].reads == [Path("/w/o/data")]
+    # a notebook without an entry waits for every notebook before it
+    assert nodes["05_new"].deps == {"01_make", "02_mid", "03_end", "04_side"}
+
+
+def test_code_fingerprint_follows_lfhelpers_imports(chain):
+    from lfhelpers.pipeline.cache import code_files
+    from lfhelpers.pipeline.config import PACKAGE_DIR
+
+    names = {p.name for p in code_files(chain[0] / "02_mid.ipynb", PACKAGE_DIR)}
+    assert {"__init__.py", "metrics.py", "fsutil.py"} <= names
+    assert "classifier.py" not in names and "runner.py" not in names
+
+
+def test_cached_reruns_rerun_only_what_changed(chain, tmp_path, capsys):
+    nbdir, _ = chain
+    out = tmp_path / "run"
+    assert set(_run(chain, out, echo=True).values()) == {"ok"}
+    printed = capsys.readouterr().out
+    # not a terminal: a progress line per executed cell, and a log file per notebook
+    assert re.search(r"^02_mid: cell 3/3, [\d.]+ s$", printed, re.M), printed
+    assert "03_end: cell" in (out / "logs" / "03_end.log").read_text()
+    assert "02_mid" not in (out / "logs" / "03_end.log").read_text()
+
+    assert set(_run(chain, out).values()) == {"cached"}
+    run_json = json.loads((out / "run.json").read_text())
+    assert {n["status"] for n in run_json["notebooks"]} == {"cached"}
+
+    # a parameter of the second notebook: it and its dependant rerun, nothing else
+    assert _run(chain, out, overrides={"beta": 2}) == {
+        "01_make": "cached", "02_mid": "ok", "03_end": "ok", "04_side": "cached"}
+    assert read_metrics(out)["03_end"]["res"] == "1.0*2"
+
+    # an edited notebook source reruns that notebook
+    write_nb(nbdir / "03_end.ipynb", 'out_dir = ""\nseed = 0\nnap = 0.0\nres_file = ""',
+             "from pathlib import Path\nfrom lfhelpers.metrics import record_metrics\n"
+             "record_metrics(out_dir, '03_end', {'res': 'edited ' + Path(res_file).read_text()})")
+    assert _run(chain, out, overrides={"beta": 2}) == {
+        "01_make": "cached", "02_mid": "cached", "03_end": "ok", "04_side": "cached"}
+
+    # a deleted output reruns its producer (and so what reads it)
+    (out / "res.txt").unlink()
+    assert _run(chain, out, overrides={"beta": 2}) == {
+        "01_make": "cached", "02_mid": "ok", "03_end": "ok", "04_side": "cached"}
+    assert read_metrics(out)["03_end"]["res"] == "edited 1.0*2"
+
+
+def test_force_all_or_listed_and_dry_run_says_why(chain, tmp_path):
+    from lfhelpers.pipeline import format_plan
+
+    out = tmp_path / "run"
+    _run(chain, out)
+    assert _run(chain, out, force="02") == {
+        "01_make": "cached", "02_mid": "ok", "03_end": "ok", "04_side": "cached"}
+    assert set(_run(chain, out, force=True).values()) == {"ok"}
+
+    before = (out / "02_mid.ipynb").stat().st_mtime_ns
+    nbdir, profiles = chain
+    result = run_pipeline("t", out_dir=out, notebook_dir=nbdir, profiles_file=profiles,
+                          overrides={"beta": 3}, dry_run=True, echo=False)
+    plan = format_plan(result)
+    assert "01_make: cached" in plan and "04_side: cached" in plan
+    assert "02_mid: runs (parameter beta changed)" in plan
+    assert "03_end: runs (upstream 02_mid reruns)" in plan
+    assert (out / "02_mid.ipynb").stat().st_mtime_ns == before  # nothing ran
+
+
+def test_jobs_run_independent_notebooks_side_by_side(chain, tmp_path, capsys, monkeypatch):
+    from lfhelpers.pipeline import execute, format_summary
+
+    monkeypatch.setattr(execute, "HEARTBEAT_SECONDS", 0.5)  # a line while a long cell runs
+    nbdir, profiles = chain
+    out = tmp_path / "run"
+    result = run_pipeline("t", out_dir=out, notebook_dir=nbdir, profiles_file=profiles,
+                          overrides={"nap": 2.0}, jobs=2, html=False, echo=True, only="01,02,04")
+    assert [r.status for r in result.notebooks] == ["ok", "ok", "ok"]
+    m = read_metrics(out)
+    # 02 and 04 both wait only for 01: their cells overlap in time
+    assert m["02_mid"]["start"] < m["04_side"]["end"] and m["04_side"]["start"] < m["02_mid"]["end"]
+    printed = capsys.readouterr().out
+    assert "04_side: cell 3/3" in printed and "02_mid: cell 3/3" in printed
+    assert re.search(r"^02_mid: cell 3/3 running, [\d.]+ s$", printed, re.M), printed
+    summary = format_summary(result)
+    assert re.search(r"02_mid\s+ok\s+[\d.]+ s", summary) and "Total:" in summary
+    assert "nested={per_class: {bag: 0.5, key: 0.25}}" in summary
+
+
+def test_unknown_parameter_stops_before_any_kernel_starts(chain, tmp_path):
+    nbdir, profiles = chain
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"Did you mean beta\?[\s\S]*closest first: beta,"):
+        run_pipeline("t", out_dir=out, notebook_dir=nbdir, profiles_file=profiles,
+                     overrides={"betta": 2}, echo=False)
+    assert not out.exists()
+
+
+def test_cli_typo_parameter_exits_2_with_valid_names(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--profile", "smoke", "--only", "03", "-p", "epoch=1",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "-p epoch" in err and "closest first: epochs," in err
+    assert not out.exists() and not list(tmp_path.glob("**/*.ipynb"))
+
+
+def test_cli_run_options():
+    from lfhelpers.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["run", "--force"]).force is True
+    assert parse(["run", "--force", "03,06", "--jobs", "2"]).force == "03,06"
+    assert parse(["run", "--dry-run"]).dry_run and parse(["run"]).force is None
+
+
+def test_a_failure_beside_others_lets_them_finish_and_starts_nothing_new(chain, tmp_path):
+    nbdir, profiles = chain
+    write_nb(nbdir / "04_side.ipynb", 'out_dir = ""\ndata_dir = ""', "raise ValueError('side')")
+    out = tmp_path / "run"
+    with pytest.raises(PipelineError, match=r"04_side failed at cell \d+.*side"):
+        run_pipeline("t", out_dir=out, notebook_dir=nbdir, profiles_file=profiles,
+                     overrides={"nap": 3.0}, jobs=2, html=False, echo=False)
+    statuses = {n["stem"]: n["status"] for n in json.loads((out / "run.json").read_text())
+                ["notebooks"]}
+    assert statuses == {"01_make": "ok", "02_mid": "ok", "03_end": "skipped",
+                        "04_side": "failed"}
+    assert not (out / ".cache" / "04_side.json").exists()
+    assert (out / ".cache" / "02_mid.json").exists()  # its result is kept for the next run

@@ -1,0 +1,272 @@
+"""The notebook graph: what each notebook reads and writes, and the order that follows.
+
+The graph is declared in ``lfhelpers/graph.yaml`` (beside ``profiles.yaml``) in terms of the
+notebooks' parameters::
+
+    02_augmentation:
+      reads: ["{data_dir}"]
+      writes: ["{aug_dir}"]
+    07_explore:
+      after: all          # every earlier notebook, whatever it writes
+
+A notebook depends on another when one of its read paths equals, contains or lies inside one of
+the other's write paths (and two notebooks that write overlapping paths run in number order).
+A template naming a parameter the notebook lacks, or one whose value is empty, gives no path;
+``fallbacks`` say what an empty parameter means (``aug_dir: "default_aug_dir({data_dir})"``).
+A notebook with no entry depends on every notebook before it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+
+_CALL = re.compile(r"^\s*(\w+)\((.*)\)\s*$")
+
+
+def _default_aug_dir(clean_dir: str) -> str:
+    from ..augment import default_aug_dir
+
+    return str(default_aug_dir(clean_dir))
+
+
+#: Functions a ``fallbacks`` entry may call, with one template argument.
+FALLBACK_FUNCTIONS = {"default_aug_dir": _default_aug_dir}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One notebook's declaration in the graph file."""
+
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    scratch: tuple[str, ...] = ()
+    after: tuple[str, ...] | str = ()
+
+
+@dataclass
+class GraphSpec:
+    """The content of a graph file."""
+
+    entries: dict[str, Entry] = field(default_factory=dict)
+    fallbacks: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Node:
+    """A notebook in the resolved graph."""
+
+    stem: str
+    reads: list[Path]
+    writes: list[Path]
+    declared: bool
+    deps: set[str] = field(default_factory=set)
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    if value is None or value == ():
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(f"{where} must be a string or a list of strings, got {value!r}.")
+
+
+def load_graph(path: str | os.PathLike[str] | None) -> GraphSpec:
+    """Read a graph file; a missing file (or ``None``) gives an empty graph.
+
+    Parameters
+    ----------
+    path : path-like or None
+        The YAML file: ``{notebook stem: {reads, writes, scratch, after}, fallbacks: {...}}``.
+
+    Returns
+    -------
+    GraphSpec
+
+    Raises
+    ------
+    ConfigError
+        When the file is not shaped as described.
+    """
+    if path is None or not Path(path).is_file():
+        return GraphSpec()
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must map notebook stems to reads/writes.")
+    spec = GraphSpec(fallbacks={str(k): str(v) for k, v in (data.pop("fallbacks", None)
+                                                             or {}).items()})
+    for stem, item in data.items():
+        item = item or {}
+        unknown = set(item) - {"reads", "writes", "scratch", "after"}
+        if not isinstance(item, dict) or unknown:
+            raise ConfigError(f"{path}: entry {stem} may only have reads, writes, scratch and "
+                              f"after (got {sorted(unknown) or item!r}).")
+        after = item.get("after") or ()
+        spec.entries[str(stem)] = Entry(
+            reads=_strings(item.get("reads"), f"{path}: {stem}.reads"),
+            writes=_strings(item.get("writes"), f"{path}: {stem}.writes"),
+            scratch=_strings(item.get("scratch"), f"{path}: {stem}.scratch"),
+            after=after if after == "all" else _strings(after, f"{path}: {stem}.after"))
+    return spec
+
+
+def _fields(template: str) -> list[str]:
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+    except ValueError as exc:
+        raise ConfigError(f"Bad path template {template!r} in the graph file: {exc}") from None
+
+
+def resolve_template(template: str, values: Mapping[str, Any],
+                     fallbacks: Mapping[str, str] | None = None) -> str | None:
+    """Fill a path template with parameter values; ``None`` when it cannot name a path.
+
+    Parameters
+    ----------
+    template : str
+        E.g. ``"{models_dir}/{model_name}.keras"``.
+    values : mapping
+        Parameter values of the notebook (its defaults updated with what it is given).
+    fallbacks : mapping, optional
+        Parameter name to a template, or ``function({template})``, used when the value is empty.
+
+    Returns
+    -------
+    str or None
+        ``None`` when a named parameter is missing or empty (without a usable fallback).
+    """
+    filled: dict[str, str] = {}
+    for name in _fields(template):
+        value = values.get(name)
+        if (value is None or value == "") and fallbacks and name in fallbacks:
+            rule = fallbacks[name]
+            call = _CALL.match(rule)
+            if call and call.group(1) in FALLBACK_FUNCTIONS:
+                arg = resolve_template(call.group(2), values)
+                value = FALLBACK_FUNCTIONS[call.group(1)](arg) if arg else None
+            else:
+                value = resolve_template(rule, values)
+        if value is None or value == "" or isinstance(value, bool | list | dict):
+            return None
+        filled[name] = str(value)
+    return template.format_map(filled)
+
+
+def _path(text: str, workdir: Path) -> Path:
+    path = Path(text).expanduser()
+    return Path(os.path.normpath(path if path.is_absolute() else workdir / path))
+
+
+def _overlap(a: Path, b: Path) -> bool:
+    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
+
+
+def build_graph(
+    stems: Sequence[str],
+    values: Mapping[str, Mapping[str, Any]],
+    spec: GraphSpec,
+    workdir: str | os.PathLike[str],
+) -> dict[str, Node]:
+    """Resolve every notebook's paths and dependencies.
+
+    Parameters
+    ----------
+    stems : sequence of str
+        All notebooks, in number order.
+    values : mapping
+        Stem to the notebook's parameter values (defaults updated with what it is given).
+    spec : GraphSpec
+        The declared graph.
+    workdir : path-like
+        The kernels' working folder: relative paths are relative to it.
+
+    Returns
+    -------
+    dict
+        Stem to :class:`Node`, in number order.
+    """
+    workdir = Path(workdir)
+    nodes: dict[str, Node] = {}
+    for stem in stems:
+        entry = spec.entries.get(stem)
+        vals = values.get(stem, {})
+
+        def paths(templates: tuple[str, ...], vals: Mapping[str, Any] = vals) -> list[Path]:
+            out = []
+            for template in templates:
+                text = resolve_template(template, vals, spec.fallbacks)
+                if text is not None and _path(text, workdir) not in out:
+                    out.append(_path(text, workdir))
+            return out
+
+        nodes[stem] = Node(stem, paths(entry.reads) if entry else [],
+                           paths(entry.writes) if entry else [], declared=entry is not None)
+    for i, stem in enumerate(stems):
+        node, entry = nodes[stem], spec.entries.get(stem)
+        earlier = list(stems[:i])
+        if entry is None or entry.after == "all":
+            node.deps.update(earlier)
+        else:
+            for name in entry.after:
+                hits = [s for s in stems if s == name or s.split("_")[0] == name.zfill(2)]
+                node.deps.update(h for h in hits if h != stem)
+        for other in stems:
+            if other == stem:
+                continue
+            up = nodes[other]
+            if any(_overlap(r, w) for r in node.reads for w in up.writes):
+                node.deps.add(other)
+            elif other in earlier and any(_overlap(w, v) for w in node.writes for v in up.writes):
+                node.deps.add(other)
+    topological_order(nodes)
+    return nodes
+
+
+def topological_order(nodes: Mapping[str, Node], only: Sequence[str] | None = None) -> list[str]:
+    """The notebooks in an order that respects their dependencies, number order otherwise.
+
+    Parameters
+    ----------
+    nodes : mapping
+        The graph of :func:`build_graph`.
+    only : sequence of str, optional
+        Order just these (dependencies on other notebooks are ignored).
+
+    Raises
+    ------
+    ConfigError
+        When the dependencies form a cycle.
+    """
+    todo = [s for s in nodes if only is None or s in only]
+    done: list[str] = []
+    while todo:
+        ready = [s for s in todo if not (nodes[s].deps & set(todo))]
+        if not ready:
+            raise ConfigError("The notebook graph has a cycle among "
+                              f"{', '.join(todo)}; check reads/writes in the graph file.")
+        done.append(ready[0])
+        todo.remove(ready[0])
+    return done
+
+
+def upstream(nodes: Mapping[str, Node], stem: str) -> set[str]:
+    """Every notebook ``stem`` depends on, directly or not."""
+    seen: set[str] = set()
+    stack = list(nodes[stem].deps)
+    while stack:
+        s = stack.pop()
+        if s not in seen:
+            seen.add(s)
+            stack.extend(nodes[s].deps)
+    return seen
