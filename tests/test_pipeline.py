@@ -347,3 +347,35 @@ def test_a_failure_beside_others_lets_them_finish_and_starts_nothing_new(chain, 
                         "04_side": "failed"}
     assert not (out / ".cache" / "04_side.json").exists()
     assert (out / ".cache" / "02_mid.json").exists()  # its result is kept for the next run
+
+
+def test_publish_shows_key_figures_as_pictures(tmp_path):
+    """reports/latest/README.md shows the key figures as PNGs that exist beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lfhelpers.pipeline import publish
+    from lfhelpers.pipeline.report import NotebookRun, RunResult
+
+    out = tmp_path / "run"
+    (out / "figures").mkdir(parents=True)
+    fig, ax = plt.subplots(figsize=(20, 4))
+    ax.plot([0, 1], [0, 1])
+    fig.savefig(out / "figures" / "03_confusion_matrix.png", dpi=150)
+    fig.savefig(out / "figures" / "03_scratch_not_key.png", dpi=50)
+    (out / "03_x.html").write_text("<html></html>")
+    record_metrics(out, "03_x", {"test_top1": 0.95})
+    result = RunResult("t", out, [NotebookRun(stem="03_x", parameters={}, status="ok")])
+    target = publish(result, tmp_path / "latest")
+    readme = (target / "README.md").read_text()
+    assert "![" in readme and "figures/03_confusion_matrix.png" in readme
+    assert "03_scratch_not_key" not in readme
+    png = target / "figures" / "03_confusion_matrix.png"
+    assert png.is_file() and png.stat().st_size < (out / "figures" / png.name).stat().st_size
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.width <= 1400
+    assert "| 03_x | test_top1 | 0.95 |" in readme

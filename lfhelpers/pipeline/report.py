@@ -165,11 +165,55 @@ def summary_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: The figures a published run shows as pictures, with a one-line caption each (first found
+#: wins; missing ones are skipped).
+KEY_FIGURES: dict[str, str] = {
+    "01_counts_before_after": "01 - photos per class before and after cleaning",
+    "01_rejects": "01 - quarantined files with the reason",
+    "02_counts_before_after": "02 - train photos per class before and after balancing",
+    "02_augmented_examples": "02 - originals beside their augmented copies",
+    "03_confusion_matrix": "03 - test confusion matrix of the kept classifier",
+    "03_mistakes": "03 - the most confident mistakes, with the top 3",
+    "04_color_decision_regions": "04 - what each color model calls every hue and lightness",
+    "04_color_palette_gallery": "04 - item photos, the item found in them, and their palettes",
+    "05_method_comparison": "05 - texture, color and both, on product photos and on scenes",
+    "05_similar_photos": "05 - query photos and their most similar photos by texture",
+    "05_distance_heatmap": "05 - pairwise distances of haralick features, ordered by class",
+    "06_query_matches": "06 - lost photos and their most similar found items",
+    "06_matcher_explained": "06 - the matcher's proposals with their reasons",
+    "06_projection": "06 - t-SNE of the embeddings, by label and by cluster",
+}
+#: Published pictures are shrunk to this width (pixels) to keep the repository small.
+FIGURE_WIDTH = 1400
+
+
+def _publish_figures(out_dir: Path, staging: Path) -> list[tuple[str, str]]:
+    """Shrunk copies of the key figures in ``staging/figures``; returns (file, caption)."""
+    from PIL import Image
+
+    shown = []
+    for name, caption in KEY_FIGURES.items():
+        source = out_dir / "figures" / f"{name}.png"
+        if not source.is_file():
+            continue
+        target = staging / "figures" / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(source) as im:
+            im = im.convert("RGB")
+            if im.width > FIGURE_WIDTH:
+                im = im.resize((FIGURE_WIDTH, round(im.height * FIGURE_WIDTH / im.width)),
+                               Image.Resampling.LANCZOS)
+            im.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(target, optimize=True)
+        shown.append((f"figures/{source.name}", caption))
+    return shown
+
+
 def publish(result: RunResult, target: str | os.PathLike[str]) -> Path:
-    """Copy a run's HTML reports, ``metrics.json`` and ``run.json`` to ``target``.
+    """Copy a run's HTML reports, key figures, ``metrics.json`` and ``run.json`` to ``target``.
 
     ``target`` (e.g. ``reports/latest``) is replaced as a whole, through a temporary folder, and
-    gets a ``README.md`` with the run's figures as a table.
+    gets a ``README.md`` that shows the key figures as pictures (the HTML files do not render on
+    a code host) and the run's figures as a table.
 
     Parameters
     ----------
@@ -194,14 +238,17 @@ def publish(result: RunResult, target: str | os.PathLike[str]) -> Path:
     for name in ("metrics.json", "run.json"):
         if (result.out_dir / name).exists():
             shutil.copy2(result.out_dir / name, staging / name)
+    pictures = _publish_figures(result.out_dir, staging)
     seconds = sum(r.seconds for r in result.notebooks)
     cached = sum(r.status == "cached" for r in result.notebooks)
+    gallery = "".join(f"**{caption}**\n\n![{caption}]({path})\n\n" for path, caption in pictures)
     (staging / "README.md").write_text(
         f"# Latest `{result.profile}` run\n\n"
         f"{len(result.notebooks)} notebook(s), {seconds / 60:.1f} minutes in all "
         + (f"({cached} reused from an earlier run into the same folder; " if cached else "(")
-        + "per notebook in `run.json`). Open the HTML files in a browser.\n\n"
-        + summary_table(result.metrics), encoding="utf-8")
+        + "per notebook in `run.json`). The full reports are the HTML files (open them in a "
+        "browser); the key figures are below.\n\n"
+        + gallery + "## Figures\n\n" + summary_table(result.metrics), encoding="utf-8")
     old = target.with_name(f".{target.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
