@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
     """Execute the notebooks (all, or ``--only 01,03``) with the smoke profile."""
     only = argv[argv.index("--only") + 1] if "--only" in argv else None
     # every notebook runs (no fingerprints read or written: the baselines are always fresh)
-    result = run_pipeline("smoke", only=only, out_dir=HERE, cwd=HERE, out_param="_work",
+    result = run_pipeline("smoke", only=only, out_dir=HERE, out_param="tests/baselines/_work",
                           html=False, use_cache=False)
     for run in result.notebooks:
         path = HERE / f"{run.stem}.ipynb"
