@@ -29,7 +29,14 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ConnectTimeoutError, InvalidHeader, MaxRetryError, ResponseError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    InvalidHeader,
+    MaxRetryError,
+    NewConnectionError,
+    ResponseError,
+)
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util import Retry as _Urllib3Retry
 
 from lfhelpers import __version__
@@ -222,6 +229,13 @@ def is_unreachable(exc: BaseException) -> bool:
     """Whether a request failed before a connection was made (DNS, refused, connect timeout)."""
     return isinstance(root_cause(exc), ConnectTimeoutError) or isinstance(
         exc, requests.exceptions.ConnectTimeout)
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """Whether a request failed because the server was too slow (connect or read timeout)."""
+    cause = root_cause(exc)
+    return isinstance(exc, requests.Timeout) or (
+        isinstance(cause, Urllib3Timeout) and not isinstance(cause, NewConnectionError))
 
 
 def short_reason(exc: BaseException) -> str:
