@@ -196,25 +196,25 @@ class FieldSpec:
 class HttpOptions:
     """Politeness and robustness settings of the HTTP client (see the module docstring)."""
 
-    delay: float = 1.0
-    timeout: float = 20.0
-    file_timeout: float = 120.0
+    delay: float = 1.0  # seconds between two requests to one host
+    timeout: float = 20.0  # seconds per read
+    file_timeout: float = 120.0  # seconds per file
     retries: int = 3
-    backoff: float = 1.0
-    max_retry_after: float = 120.0
+    backoff: float = 1.0  # seconds, urllib3's back-off factor
+    max_retry_after: float = 120.0  # seconds
     max_redirects: int = 5
-    contact: str = ""
+    contact: str = ""  # an address or URL added to the User-Agent
 
 
 @dataclass
 class Limits:
     """Size limits of a crawl (see the module docstring)."""
 
-    max_pages: int = 100
-    max_items: int = 0
-    max_bytes: int = 10_000_000
-    max_page_bytes: int = 5_000_000
-    max_pixels: int = 40_000_000
+    max_pages: int = 100  # listing pages
+    max_items: int = 0  # 0: no limit
+    max_bytes: int = 10_000_000  # per image
+    max_page_bytes: int = 5_000_000  # per page
+    max_pixels: int = 40_000_000  # per image
 
 
 @dataclass

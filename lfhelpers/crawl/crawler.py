@@ -428,12 +428,13 @@ def crawl(
 
 
 def crawl_command(args: argparse.Namespace) -> int:
-    """Command line ``python -m lfhelpers crawl CONFIG --out DIR``.
+    """Command line ``python -m lfhelpers crawl CONFIG --out DIR``: crawl, print the summary.
 
     Parameters
     ----------
     args : argparse.Namespace
-        The parsed command line (:mod:`lfhelpers.cli`).
+        ``config``, ``out``, the overrides ``base_url``, ``fetcher``, ``max_pages`` and
+        ``max_items``, and the flags ``ignore_robots``, ``refresh`` and ``quiet``.
 
     Returns
     -------

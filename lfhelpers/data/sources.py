@@ -483,7 +483,7 @@ def fetch_command(args: argparse.Namespace) -> int:
     Parameters
     ----------
     args : argparse.Namespace
-        The parsed command line (:mod:`lfhelpers.cli`).
+        ``name`` (a data set or a folder), ``dest``, ``mirror`` and ``quiet``.
 
     Returns
     -------
