@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -18,6 +19,7 @@ from lfhelpers.augment import (
     balance_train,
     image_rng,
     origin_splits,
+    params_by_class,
     plan_balance,
     resolve_target,
     train_with_augmented,
@@ -311,3 +313,59 @@ def test_originals_with_the_same_stem_get_distinct_files(tmp_path):
     assert not skipped
     assert rows["path"].nunique() == 4
     assert all((tmp_path / "aug" / p).is_file() for p in rows["path"])
+
+
+def test_no_flip_classes_are_never_mirrored(tmp_path):
+    from PIL import Image
+
+    from lfhelpers.augment import augment_sources
+
+    noise = np.random.default_rng(0).integers(0, 255, (32, 48, 3), dtype=np.uint8)
+    for label in ("card", "key"):
+        (tmp_path / label).mkdir()
+        Image.fromarray(noise).save(tmp_path / label / "a.png")
+    jobs = pd.DataFrame({"path": ["card/a.png", "key/a.png"], "label": ["card", "key"],
+                         "n_copies": 12, "file": [str(tmp_path / "card/a.png"),
+                                                  str(tmp_path / "key/a.png")]})
+    flip_only = AugmentParams(0, 0, 0, 0, 0, horizontal_flip=True)
+    chosen = params_by_class(["card", "key"], flip_only, no_flip_classes=["card"])
+    assert not chosen["card"].horizontal_flip and chosen["key"] == flip_only
+    rows, _ = augment_sources(jobs, tmp_path / "aug", flip_only, n_jobs=1, progress=False,
+                              class_params=chosen)
+
+    def mirrored(path: str) -> bool:
+        with Image.open(tmp_path / "aug" / path) as img:
+            copy = np.asarray(img.convert("RGB"), dtype=float)
+        return np.abs(copy - noise[:, ::-1]).mean() < np.abs(copy - noise).mean()
+
+    flips = {label: [mirrored(p) for p in group["path"]] for label, group in rows.groupby("label")}
+    assert len(flips["card"]) == len(flips["key"]) == 12
+    assert not any(flips["card"]) and any(flips["key"])
+
+
+def test_per_class_transforms_are_recorded_and_redo_the_output(clean_dir, tmp_path, caplog):
+    aug = tmp_path / "aug"
+    plain = balance_train(clean_dir, aug, seed=0, n_jobs=1, progress=False)
+    assert json.loads((aug / "augment.json").read_text(encoding="utf-8"))["class_params"] == {}
+    assert plain.after()["card"] > plain.before()["card"]  # card gets copies
+    no_flip = balance_train(clean_dir, aug, seed=0, n_jobs=1, progress=False,
+                            no_flip_classes=["card"])
+    assert not no_flip.reused
+    record = json.loads((aug / "augment.json").read_text(encoding="utf-8"))
+    assert list(record["class_params"]) == ["card"]
+    assert record["class_params"]["card"]["horizontal_flip"] is False
+    card = no_flip.manifest["label"] == "card"
+    assert no_flip.manifest[card]["sha256"].tolist() != plain.manifest[card]["sha256"].tolist()
+    assert no_flip.manifest[~card]["sha256"].tolist() == plain.manifest[~card]["sha256"].tolist()
+    again = balance_train(clean_dir, aug, seed=0, n_jobs=1, progress=False,
+                          no_flip_classes="card")
+    assert again.reused
+    with caplog.at_level(logging.WARNING, logger="lfhelpers.augment"):
+        params_by_class(["card", "key"], no_flip_classes=["cards"])
+    assert any("'cards'" in r.getMessage() for r in caplog.records)
+
+
+def test_class_params_must_be_augment_params():
+    with pytest.raises(ConfigError, match="class_params"):
+        params_by_class(["card"], class_params={"card": {"horizontal_flip": False}})
+

@@ -3,18 +3,21 @@
 Every request goes to an HTTP server started here on 127.0.0.1. It serves the static fixture
 files and misbehaves on purpose: ``/img/busy.jpg`` answers 429 (``Retry-After: 1``) once when a
 test asks for it, ``/img/moved.jpg`` redirects to another host name (``localhost``),
-``/img/wrongtype.jpg`` is sent as ``text/html``, and paths can be made to fail with 503 or to
-stream without a length.
+``/img/wrongtype.jpg`` is sent as ``text/html``, and paths can be made to fail with 503, to
+redirect, or to stream without a length. A second server, addressed as ``localhost``, stands
+for another host.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,20 +27,12 @@ import pytest
 from PIL import Image
 
 from lfhelpers.cli import main as cli_main
-from lfhelpers.crawl import crawler as crawl_mod
-from lfhelpers.crawl.crawler import (
-    PoliteClient,
-    Skip,
-    check_image,
-    crawl,
-    crawl_samples,
-    find_browser,
-    load_config,
-    map_category,
-    read_items,
-    safe_name,
-)
+from lfhelpers.crawl import crawl, crawl_samples, load_config, read_items
+from lfhelpers.crawl.fetchers import StaticFetcher, check_image, find_browser
+from lfhelpers.crawl.names import map_category, safe_name, url_hash
+from lfhelpers.crawl.politeness import PoliteClient, Skip
 from lfhelpers.errors import ConfigError, DataError
+from lfhelpers.http import make_retry
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "crawl"
 SITE = FIXTURES / "site"
@@ -74,6 +69,8 @@ class _Site:
         self.log: list[dict] = []
         self.throttle_busy = False  # answer 429 to the first /img/busy.jpg (costs 1 s)
         self.fail: dict[str, tuple[int, str | None]] = {}  # path -> (status, Retry-After)
+        self.redirect: dict[str, str] = {}  # path -> Location of a 301 answer
+        self.robots: str | None = None  # served as /robots.txt instead of the fixture file
         self.lock = threading.Lock()
         self.base = ""
         self.port = 0
@@ -108,6 +105,12 @@ class _Handler(SimpleHTTPRequestHandler):
             if retry_after is not None:
                 headers["Retry-After"] = retry_after
             return self._send(status, headers)
+        if path in site.redirect:
+            return self._send(301, {"Location": site.redirect[path], "Content-Length": "0"})
+        if path == "/robots.txt" and site.robots is not None:
+            body = site.robots.encode()
+            return self._send(200, {"Content-Type": "text/plain",
+                                    "Content-Length": str(len(body))}, body)
         if path == "/img/busy.jpg" and site.throttle_busy:
             site.throttle_busy = False
             return self._send(429, {"Retry-After": "1", "Content-Length": "0"})
@@ -128,14 +131,14 @@ class _Handler(SimpleHTTPRequestHandler):
         return super().do_GET()
 
 
-@pytest.fixture()
-def site():
-    """The fixture site on 127.0.0.1 (a fresh server, and misbehaviour state, per test)."""
+@contextlib.contextmanager
+def _serve(host_name: str) -> Iterator[_Site]:
+    """Serve the fixture site on 127.0.0.1, addressed by ``host_name`` in its URLs."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
     state = _Site()
     state.port = server.server_address[1]
-    state.base = f"http://127.0.0.1:{state.port}/"
+    state.base = f"http://{host_name}:{state.port}/"
     server.site = state  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)
@@ -146,6 +149,20 @@ def site():
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture()
+def site():
+    """The fixture site on 127.0.0.1 (a fresh server, and misbehaviour state, per test)."""
+    with _serve("127.0.0.1") as state:
+        yield state
+
+
+@pytest.fixture()
+def other_host():
+    """A second server, addressed as ``localhost``: a host the site's config does not allow."""
+    with _serve("localhost") as state:
+        yield state
 
 
 def _config(site: _Site, name: str = "site.yaml", **overrides):
@@ -261,10 +278,17 @@ def test_check_image_content_type_and_decode():
     assert info.value.reason == "too_many_pixels"
 
 
-def test_retry_after_in_seconds_or_as_a_date():
-    assert crawl_mod._retry_after("3") == 3.0
-    assert crawl_mod._retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
-    assert crawl_mod._retry_after("soon") is None
+def test_retry_after_in_seconds_or_as_a_date_and_never_below_the_delay():
+    from urllib3 import HTTPResponse
+
+    retry = make_retry(min_wait=0.5)
+
+    def asked(value: str) -> float | None:
+        return retry.get_retry_after(HTTPResponse(headers={"Retry-After": value}))
+
+    assert asked("3") == 3.0
+    assert asked("Wed, 21 Oct 2015 07:28:00 GMT") == 0.5  # in the past: the per-host delay
+    assert asked("soon") is None  # unreadable: urllib3's back-off instead
 
 
 # ------------------------------------------------------------------------------------------
@@ -306,7 +330,7 @@ def test_per_host_rate_limit_spaces_requests(site):
 
 
 def test_pages_in_euc_kr_are_decoded(site):
-    final, html = crawl_mod.StaticFetcher(PoliteClient(_config(site)), 100_000).page(
+    final, html = StaticFetcher(PoliteClient(_config(site)), 100_000).page(
         site.base + "list/euc-kr.html")
     assert final.endswith("/list/euc-kr.html")
     assert "학생증" in html and "카드 &gt; 신분증" in html
@@ -325,6 +349,45 @@ def test_5xx_is_retried_then_given_up_and_long_retry_after_is_not_awaited(site):
         client.fetch(site.base + "list/page2.html", limit=100_000)
     assert info.value.reason == "http_429" and "max_retry_after" in info.value.note
     assert site.paths().count("/list/page2.html") == 1 and time.monotonic() - started < 5
+
+
+def test_robots_txt_redirect_to_another_host_is_followed_for_robots_txt_only(site, other_host):
+    """RFC 9309 asks crawlers to follow robots.txt redirects, across hosts too; the rules found
+    there are the redirecting site's. Nothing but robots.txt is fetched from the other host."""
+    site.redirect["/robots.txt"] = other_host.base + "robots.txt"
+    other_host.robots = "User-agent: lfhelpers\nDisallow: /list/page2.html\n"
+    client = PoliteClient(_config(site))
+    assert client.fetch(site.base + "list/page1.html", limit=100_000).status == 200
+    with pytest.raises(Skip) as info:
+        client.fetch(site.base + "list/page2.html", limit=100_000)
+    assert info.value.reason == "robots"
+    with pytest.raises(Skip) as info:  # the other host itself stays off limits
+        client.fetch(other_host.base + "list/page1.html", limit=100_000)
+    assert info.value.reason == "offsite"
+    assert other_host.paths() == ["/robots.txt"]
+    assert site.paths() == ["/robots.txt", "/list/page1.html"]
+
+
+def test_robots_txt_redirect_loop_means_disallowed(site):
+    site.redirect["/robots.txt"] = site.base + "robots.txt"
+    client = PoliteClient(_config(site))
+    with pytest.raises(Skip) as info:
+        client.fetch(site.base + "list/page1.html", limit=100_000)
+    assert info.value.reason == "robots_unreachable"
+    assert site.paths() == ["/robots.txt"] * (client.options.max_redirects + 1)
+
+
+def test_retries_keep_the_per_host_delay_and_are_counted(site):
+    config = _config(site)
+    config.http.delay = 0.3
+    site.fail["/list/page1.html"] = (503, None)
+    client = PoliteClient(config)
+    with pytest.raises(Skip) as info:
+        client.fetch(site.base + "list/page1.html", limit=100_000)
+    assert info.value.reason == "http_503"
+    times = [r["t"] for r in site.log]
+    assert len(times) == 4 and client.n_requests == 4  # robots.txt, then 1 + 2 retries
+    assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.25
 
 
 def test_unreachable_robots_txt_means_disallowed_and_is_retried_later(site, tmp_path):
@@ -368,8 +431,8 @@ def test_static_crawl_of_the_fixture_site(site, tmp_path, monkeypatch):
     first = items.iloc[0]
     assert (first.category, first.raw_category, first.date, first.place, first.number) == (
         "가방", "가방 > 여성용가방", "2024-05-01", "서울역 3번 출구", "F2024-0001")
-    url_hash = crawl_mod._url_hash(site.base + "img/bag1.jpg")
-    assert first.file == f"가방/검정 가죽 가방_{url_hash}.jpg"
+    tag = url_hash(site.base + "img/bag1.jpg")
+    assert first.file == f"가방/검정 가죽 가방_{tag}.jpg"
     reasons = dict(zip(items["title"], items["reason"], strict=True))
     assert {t: reasons[t] for t in EXPECTED_SKIPPED} == EXPECTED_SKIPPED
     dup = items.set_index("title").loc["현관 열쇠"]

@@ -1,4 +1,5 @@
-"""Tests of :mod:`lfhelpers.sources`: download, safe extraction, mirror and local sources.
+"""Tests of :mod:`lfhelpers.data.sources`, :mod:`~lfhelpers.data.download` and
+:mod:`~lfhelpers.data.archives`: download, safe extraction, mirror and local sources.
 
 Network-free: downloads hit a small HTTP server on 127.0.0.1 that can answer Range requests,
 fail its first requests with 503, cut a response off, or serve a wrong body.
@@ -13,6 +14,7 @@ import os
 import socket
 import tarfile
 import threading
+import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from lfhelpers.cli import main as cli_main
+from lfhelpers.data import download as download_mod
 from lfhelpers.data import sources
 from lfhelpers.data.fixtures import make_synthetic_dataset
 from lfhelpers.data.sources import Dataset, download, fetch, safe_extract
@@ -42,6 +45,7 @@ class _State:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.fail_first: dict[str, int] = {}  # path -> number of 503 answers before success
+        self.retry_after: dict[str, str] = {}  # path -> Retry-After header of those answers
         self.cut_at: dict[str, int] = {}  # path -> bytes sent before dropping (first time only)
         self.wrong_body: dict[str, bytes] = {}  # path -> body served instead of the real one
         self.ignore_range: set[str] = set()
@@ -64,7 +68,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if state.fail_first.get(path, 0) > 0:
             state.fail_first[path] -= 1
-            self.send_error(503)
+            self.send_response(503)
+            if path in state.retry_after:
+                self.send_header("Retry-After", state.retry_after[path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         body = state.wrong_body.get(path, state.files[path])
         status, payload, extra = 200, body, {}
@@ -128,7 +136,7 @@ def _isolated(tmp_path, monkeypatch):
     for key in list(os.environ):
         if key.startswith(sources.URL_ENV_PREFIX):
             monkeypatch.delenv(key)
-    monkeypatch.setattr(sources, "RETRY_BACKOFF_S", 0.01)
+    monkeypatch.setattr(download_mod, "RETRY_BACKOFF_S", 0.01)
 
 
 def _closed_port_url() -> str:
@@ -272,6 +280,35 @@ def test_persistent_503_is_a_download_error_not_a_network_error(server, tmp_path
         download(url, tmp_path / "f.bin", retries=1, progress=False)
     assert not isinstance(info.value, NetworkUnavailableError)
     assert len(server.requests_for("/f.bin")) == 2
+
+
+def test_retry_after_is_honoured(server, tmp_path):
+    url = server.serve("/f.bin", PAYLOAD)
+    server.state.fail_first["/f.bin"] = 1
+    server.state.retry_after["/f.bin"] = "1"
+    started = time.monotonic()
+    download(url, tmp_path / "f.bin", retries=2, progress=False)
+    assert time.monotonic() - started >= 0.9  # not the 0.01 s back-off
+    assert len(server.requests_for("/f.bin")) == 2
+
+
+def test_unreadable_retry_after_falls_back_to_the_back_off(server, tmp_path):
+    url = server.serve("/f.bin", PAYLOAD)
+    server.state.fail_first["/f.bin"] = 2
+    server.state.retry_after["/f.bin"] = "soon"
+    download(url, tmp_path / "f.bin", retries=2, progress=False)
+    assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
+
+
+def test_retry_after_beyond_the_ceiling_is_not_awaited(server, tmp_path):
+    url = server.serve("/f.bin", PAYLOAD)
+    server.state.fail_first["/f.bin"] = 5
+    server.state.retry_after["/f.bin"] = "3600"
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match="asks to wait 3600 s"):
+        download(url, tmp_path / "f.bin", retries=3, progress=False)
+    assert time.monotonic() - started < 5
+    assert len(server.requests_for("/f.bin")) == 1
 
 
 def test_http_404_is_not_retried(server, tmp_path):
