@@ -19,6 +19,7 @@ pipeline    the papermill runner of the numbered notebooks (profiles in ``profil
 paths       the project folder that relative paths refer to
 metrics     ``metrics.json`` of a run
 fsutil      atomic writes and content hashes
+http        the one HTTP retry policy (requests + urllib3 Retry), for downloads and the crawler
 errors      the exception types a user can act on
 cli         ``python -m lfhelpers <verb>``
 """

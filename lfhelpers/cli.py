@@ -156,8 +156,8 @@ def _add_crawl(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "crawl", help="crawl a lost-and-found listing site into class folders",
         description="Crawl a lost-and-found listing site into DIR/<category>/ with a sidecar "
-                    "DIR/items.csv. Reruns resume. Config keys: see the lfhelpers.crawl "
-                    "package docstring and examples/crawl/.")
+                    "DIR/items.csv. Reruns resume. Config keys: see lfhelpers.crawl.config "
+                    "and examples/crawl/.")
     p.add_argument("config", type=Path, help="site configuration (.yaml, .yml or .toml)")
     p.add_argument("--out", type=Path, required=True, help="output folder (the raw set)")
     p.add_argument("--base-url", default=None, help="override the config's base_url")
