@@ -379,3 +379,19 @@ def test_publish_shows_key_figures_as_pictures(tmp_path):
     with Image.open(png) as im:
         assert im.width <= 1400
     assert "| 03_x | test_top1 | 0.95 |" in readme
+
+
+def test_native_stderr_stays_out_of_the_notebook(tmp_path):
+    """C-level stderr (TensorFlow's start-up lines) goes to the run's log, not the report."""
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    write_nb(nbdir / "01_noise.ipynb", 'out_dir = ""\nseed = 0',
+             "import os, sys\nos.write(2, b'E0000 failed call to cuInit\\n')\n"
+             "print('python warning', file=sys.stderr)")
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text("t:\n  all:\n    seed: 1\n")
+    out = tmp_path / "run"
+    run_pipeline("t", out_dir=out, notebook_dir=nbdir, profiles_file=profiles, echo=False)
+    outputs = json.dumps(json.loads((out / "01_noise.ipynb").read_text())["cells"][-1]["outputs"])
+    assert "cuInit" not in outputs and "python warning" in outputs
+    assert "cuInit" in (out / "logs" / "kernel-native.log").read_text()

@@ -20,15 +20,23 @@ KERNEL_NAME = "lfhelpers-python"
 HEARTBEAT_SECONDS = 60.0
 
 
-def kernel_env() -> tempfile.TemporaryDirectory:
-    """A kernelspec that starts this very Python, put first on ``JUPYTER_PATH``."""
+def kernel_env(native_log: str | os.PathLike[str] | None = None) -> tempfile.TemporaryDirectory:
+    """A kernelspec that starts this very Python, put first on ``JUPYTER_PATH``.
+
+    The kernel is :mod:`lfhelpers.pipeline.kernel`: native stderr (TensorFlow's C++ start-up
+    lines) goes to ``native_log`` (default: discarded) instead of the notebook.
+    """
     tmp = tempfile.TemporaryDirectory(prefix="lfhelpers-kernel-")
     spec_dir = Path(tmp.name) / "kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
-                     "--log-level=ERROR"],
+    env = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
+    if native_log is not None:
+        Path(native_log).parent.mkdir(parents=True, exist_ok=True)
+        env["LF_KERNEL_NATIVE_LOG"] = str(Path(native_log).resolve())
+    spec = {"argv": [sys.executable, "-m", "lfhelpers.pipeline.kernel", "-f",
+                     "{connection_file}", "--log-level=ERROR"],
             "display_name": "Python (lfhelpers)", "language": "python",
-            "env": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")},
+            "env": env,
             "metadata": {"debugger": False}}
     (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
     paths = [tmp.name, *filter(None, os.environ.get("JUPYTER_PATH", "").split(os.pathsep))]

@@ -283,7 +283,7 @@ def _execute_all(result: RunResult, plan: _Plan, workdir: Path, *, html: bool, e
     deps = {s: plan.nodes[s].deps & set(todo) for s in todo}
     done: set[str] = set()
     failed: list[str] = []
-    kernel_tmp = kernel_env()
+    kernel_tmp = kernel_env(out / "logs" / "kernel-native.log")
     try:
         if jobs == 1:
             for stem in todo:
