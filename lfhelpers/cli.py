@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,30 @@ MIRROR_ENV = "LF_DATA_MIRROR"
 
 
 # --------------------------------------------------------------------------- handlers
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow (and probe its devices) with native stderr discarded.
+
+    TensorFlow's C++ start-up lines (CUDA probing, oneDNN notices) go straight to file
+    descriptor 2 whatever ``TF_CPP_MIN_LOG_LEVEL`` says; on a command line they would bury the
+    command's own messages.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -83,6 +108,7 @@ def _color(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    _import_tensorflow_quietly()
     from lfhelpers.models.xception import predict_command
 
     return predict_command(args)
