@@ -70,7 +70,7 @@ def _crawl(args: argparse.Namespace) -> int:
 
 
 def _color(args: argparse.Namespace) -> int:
-    from lfhelpers.color.names import color_command
+    from lfhelpers.color.command import color_command
 
     return color_command(args)
 
