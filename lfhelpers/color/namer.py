@@ -16,7 +16,7 @@ from typing import Any
 
 from sklearn.base import BaseEstimator
 
-from lfhelpers.color.data import load_color_data
+from lfhelpers.color.data import is_synthetic_source, load_color_data
 from lfhelpers.color.models import BEST_MODEL, TutorialColorClassifier, fit_color_namer
 from lfhelpers.errors import ConfigError, LFError
 from lfhelpers.fsutil import atomic_write
@@ -73,6 +73,12 @@ def save_color_namer(model: BaseEstimator, path: str | os.PathLike[str],
         raise ConfigError("save_color_namer stores scikit-learn models; save the tutorial "
                           "model's network with model.model_.save('file.keras').")
     path = Path(path)
+    if is_synthetic_source(source) and is_default_model_path(path):
+        raise ConfigError(
+            f"Not saving a color-name model trained on the synthetic fixture to {path}: the "
+            "`color` command and notebook 06 look for the real model there. Save it to another "
+            "file (notebook parameter model_path, or '' not to save), or train it on "
+            "color_source='codingtrain_colors'.")
     with atomic_write(path, "wb") as fh:
         joblib.dump({"model": model, "source": str(source), "format": _FORMAT}, fh)
     return path
@@ -142,6 +148,14 @@ def load_color_namer(
             log.warning("cannot use the saved color model %s (%s); training a new one",
                         path, exc)
         else:
+            if is_synthetic_source(source) and not is_synthetic_source(color_source):
+                raise ConfigError(
+                    f"{path} holds a color-name model trained on the synthetic fixture, not on "
+                    f"real color data ({color_source}). Retrain it: run notebook 04 "
+                    "(`python -m lfhelpers run --profile cpu --only 04`), or delete the file "
+                    "and the `color` command trains a new one (LF_DATA_MIRROR or the network "
+                    "needed). To use the fixture model on purpose, pass --color-source "
+                    "synthetic.")
             return model
     try:
         data = load_color_data(color_source, seed=seed, progress=False)
@@ -152,8 +166,13 @@ def load_color_namer(
     model = fit_color_namer(data, BEST_MODEL, seed=seed)
     log.info("trained the color-name model on %d entries of %s", len(data.frame), data.source)
     if path is not None and save:
-        save_color_namer(model, path, source=data.source)
-        log.info("saved the color-name model to %s", path)
+        if is_synthetic_source(data.source) and is_default_model_path(path):
+            log.warning("the color-name model trained on the synthetic fixture is not saved to "
+                        "%s, where the real model is looked for; pass another --model file "
+                        "to keep it", path)
+        else:
+            save_color_namer(model, path, source=data.source)
+            log.info("saved the color-name model to %s", path)
     return model
 
 
