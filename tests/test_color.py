@@ -265,6 +265,28 @@ def test_white_pixels_are_not_thrown_away(namer):
     assert set(names) == {"black", "white"} and names["white"] > 0.4
 
 
+def test_palettes_that_should_not_be_trusted_are_flagged(namer):
+    small = np.full((100, 100, 3), 235, np.uint8)
+    small[40:65, 40:65] = (20, 20, 24)  # a black item covering 6% of the photo
+    blue = np.full((100, 100, 3), 235, np.uint8)
+    blue[20:80, 20:80] = (30, 70, 190)
+    palettes = [color.dominant_colors(small, namer), color.dominant_colors(blue, namer)]
+    assert palettes[0].mask_share == pytest.approx(0.0625, abs=0.01)
+    assert palettes[0].warnings() == ["item mask covers only 6% of the photo"]
+    assert palettes[1].warnings() == []
+    table = color.palette_table(["a", "b"], ["small.png", "blue.png"], palettes)
+    assert list(table["mask share"]) == [0.06, 0.36]
+    assert table["warning"].tolist() == ["item mask covers only 6% of the photo", ""]
+    # a red cup on a black advert: the black may be the advert's
+    image, mask = np.zeros((4, 4, 3), np.uint8), np.ones((4, 4), bool)
+    advert = color.Palette([color.ColorShare("black", 0.6, (10, 10, 10)),
+                            color.ColorShare("red-ish", 0.4, (200, 20, 20))],
+                           mask_share=0.5, method="centre", image=image, mask=mask)
+    assert advert.warnings() == [
+        "background not told apart: the centre of the photo was named",
+        "red-ish 40% beside a black main color: either may be the item's"]
+
+
 def _save(img: Image.Image, path: Path) -> Path:
     img.save(path)
     return path

@@ -38,7 +38,9 @@ from lfhelpers.color.models import (
     build_tutorial_model,
     count_model_params,
     fit_color_namer,
+    import_keras,
     make_model,
+    set_seed,
 )
 from lfhelpers.color.namer import (
     DEFAULT_MODEL_PATH,
@@ -81,6 +83,7 @@ __all__ = [
     # models and evaluation
     "BEST_MODEL", "MODEL_DESCRIPTIONS", "TUTORIAL_REPORTED_ACCURACY", "ColorEvaluation",
     "TutorialColorClassifier", "build_tutorial_model", "count_model_params", "cv_splits",
+    "import_keras", "set_seed",
     "evaluate_models", "fit_color_namer", "make_model",
     # the saved model
     "DEFAULT_MODEL_PATH", "is_default_model_path", "load_color_namer", "read_color_namer",

@@ -9,9 +9,14 @@ Every model takes RGB rows in 0-255 and predicts label strings.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import os
+import sys
 import time
 import warnings
+from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -40,6 +45,48 @@ MODEL_DESCRIPTIONS: dict[str, str] = {
 BEST_MODEL = "ensemble_lab"
 
 
+@contextlib.contextmanager
+def _stderr_muted() -> Iterator[None]:
+    """Send what C++ code writes to file descriptor 2 to /dev/null for a while."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2 (an embedded interpreter): nothing to mute
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_keras() -> ModuleType:
+    """Import Keras, keeping TensorFlow's C++ start-up messages out of the output.
+
+    TensorFlow 2.19+ writes its oneDNN notice, CUDA probing and absl's pre-init warning to
+    standard error while it is imported, whatever ``TF_CPP_MIN_LOG_LEVEL`` says; in a notebook
+    they land in the report. Python errors of the import are still raised.
+
+    Returns
+    -------
+    module
+        :mod:`keras`.
+    """
+    if "keras" not in sys.modules:
+        with _stderr_muted():
+            import keras  # noqa: F401 - imported for its side effect: loaded once, quietly
+    return sys.modules["keras"]
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and Keras (:func:`keras.utils.set_random_seed`) with one number."""
+    import_keras().utils.set_random_seed(int(seed))
+
+
 def build_tutorial_model(n_classes: int = 9, hidden_units: int = 64,
                          learning_rate: float = 0.001) -> Any:
     """The tutorial's Keras model, compiled: ``Dense(64, relu)`` -> ``Dense(9, softmax)``.
@@ -60,7 +107,7 @@ def build_tutorial_model(n_classes: int = 9, hidden_units: int = 64,
     keras.Model
         Compiled with categorical cross-entropy and accuracy.
     """
-    import keras
+    keras = import_keras()
 
     model = keras.Sequential([
         keras.Input(shape=(3,), name="rgb"),
@@ -116,7 +163,7 @@ class TutorialColorClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> TutorialColorClassifier:  # noqa: N803
         """Train on RGB rows ``X`` (0-255) and labels ``y``; returns self."""
-        import keras
+        keras = import_keras()
 
         X = np.asarray(X, dtype=np.float32)
         y = np.asarray(y).astype(str)
@@ -153,7 +200,7 @@ class TutorialColorClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: Any) -> np.ndarray:  # noqa: N803
         """Class probabilities, columns in :attr:`classes_` order."""
-        import keras
+        keras = import_keras()
 
         X = np.asarray(X, dtype=np.float32).reshape(-1, 3)
         # A direct call: model.predict would trace a new function for every fitted model.

@@ -103,7 +103,7 @@ class Palette:
           a detail's (a handle, a logo) or the background's, not the item's;
         * no background was told apart (``method == "centre"``): the centre of the photo was
           named, whatever is there;
-        * a white/black/grey main color beside a chromatic color of at least
+        * a white/black/grey main color beside a chromatic color (not grey-ish) of at least
           :data:`CHROMATIC_RUNNER_UP_SHARE` (a red cup on a black advert): either may be the
           item's.
 
@@ -116,7 +116,7 @@ class Palette:
             notes.append(f"item mask covers only {self.mask_share:.0%} of the photo")
         if self.method == "centre":
             notes.append("background not told apart: the centre of the photo was named")
-        runners = [c for c in self.colors[1:] if c.name not in NEUTRAL_NAMES
+        runners = [c for c in self.colors[1:] if c.name not in (*NEUTRAL_NAMES, "grey-ish")
                    and c.share >= CHROMATIC_RUNNER_UP_SHARE]
         if self.main.name in NEUTRAL_NAMES and runners:
             notes.append(f"{runners[0].name} {runners[0].share:.0%} beside a {self.main.name} "

@@ -166,6 +166,8 @@ def plot_palette_gallery(
 ) -> Any:
     """Each photo beside its item (background faded) and its palette with names and shares.
 
+    The item's title is red and ends in "check" when :meth:`Palette.warnings` flags the palette.
+
     Parameters
     ----------
     files : sequence of path-like
@@ -204,7 +206,9 @@ def plot_palette_gallery(
         faded = np.where(pal.mask[..., None], pal.image,
                          (0.25 * pal.image + 0.75 * 235).astype(np.uint8))
         ax_item.imshow(faded)
-        ax_item.set_title(f"item ({pal.method}, {pal.mask_share:.0%})", fontsize=7)
+        flagged = bool(pal.warnings())
+        ax_item.set_title(f"item ({pal.method}, {pal.mask_share:.0%})" + (", check" * flagged),
+                          fontsize=7, color="crimson" if flagged else "black")
         ax_pal.axis("on")
         ax_pal.set_xlim(0, 1)
         ax_pal.set_ylim(0, 1)
