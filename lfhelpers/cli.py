@@ -102,7 +102,7 @@ def _crawl(args: argparse.Namespace) -> int:
 
 
 def _color(args: argparse.Namespace) -> int:
-    from lfhelpers.color.names import color_command
+    from lfhelpers.color.command import color_command
 
     return color_command(args)
 
@@ -211,9 +211,11 @@ def _add_color(sub: argparse._SubParsersAction) -> None:
                    help="saved color-name model; trained and saved there when missing "
                         "(default %(default)s)")
     p.add_argument("--color-source", default="codingtrain_colors",
-                   help="color data to train on when there is no saved model: "
+                   help="color data wanted, and trained on when there is no saved model: "
                         "codingtrain_colors (honours LF_DATA_MIRROR), a JSON file, or "
-                        "'synthetic' (offline fixture) (default %(default)s)")
+                        "'synthetic' (offline fixture: a saved fixture model is used only "
+                        "with this value, and never saved to models/color_names.joblib) "
+                        "(default %(default)s)")
     p.add_argument("--method", choices=("border", "grabcut", "none"), default="border",
                    help="background separation (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)

@@ -168,9 +168,59 @@ def test_evaluate_models_table_and_confusion(synthetic_data):
 
 
 def test_saved_model_round_trip(saved_model, namer):
-    loaded = color.load_color_namer(saved_model)
+    loaded = color.load_color_namer(saved_model, color_source="synthetic")
     rgb = np.array([[200, 30, 30], [30, 60, 200]])
     assert list(loaded.predict(rgb)) == list(namer.predict(rgb))
+    assert color.read_color_namer(saved_model)[1] == "synthetic"
+
+
+def test_a_fixture_model_is_refused_when_real_color_data_is_wanted(saved_model):
+    with pytest.raises(ConfigError, match="synthetic fixture") as info:
+        color.load_color_namer(saved_model, color_source="codingtrain_colors")
+    assert "Retrain" in str(info.value) and "--color-source synthetic" in str(info.value)
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """An empty project folder as the working folder: its models/ is the default model path."""
+    monkeypatch.setenv("LF_PROJECT_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_a_fixture_model_never_lands_on_the_default_path(project, namer, capsys):
+    default = project / color.DEFAULT_MODEL_PATH
+    assert color.is_default_model_path(default)
+    assert color.is_default_model_path(color.DEFAULT_MODEL_PATH)
+    assert not color.is_default_model_path(project / "out" / color.DEFAULT_MODEL_PATH)
+    with pytest.raises(ConfigError, match="look for the real model there"):
+        color.save_color_namer(namer, color.DEFAULT_MODEL_PATH, source="synthetic")
+    assert not default.exists()
+    # the command trains on the fixture when asked, but does not save it where the real one is
+    image = _save(Image.new("RGB", (20, 20), (20, 40, 200)), project / "blue.png")
+    assert cli_main(["color", str(image), "--color-source", "synthetic"]) == 0
+    assert capsys.readouterr().out.startswith(f"{image}\tblue-ish 100%")
+    assert not default.exists()
+    # a real model is saved there and used
+    color.save_color_namer(namer, color.DEFAULT_MODEL_PATH, source="codingtrain_colors")
+    assert default.is_file() and color.load_color_namer() is not None
+
+
+def test_the_command_refuses_a_fixture_model_left_on_the_default_path(project, namer, capsys):
+    """Issue #13: a model an older version trained on the fixture and saved to the default path
+    used to be used silently by `color IMAGE`; now the command stops and says how to retrain."""
+    import joblib
+
+    default = project / color.DEFAULT_MODEL_PATH
+    default.parent.mkdir()
+    joblib.dump({"model": namer, "source": "synthetic fixture", "format": 1}, default)
+    image = _save(Image.new("RGB", (20, 20), (20, 40, 200)), project / "blue.png")
+    assert cli_main(["color", str(image)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "trained on the synthetic fixture" in captured.err
+    assert "python -m lfhelpers run --profile cpu --only 04" in captured.err
+    assert cli_main(["color", str(image), "--color-source", "synthetic"]) == 0
 
 
 # --------------------------------------------------------------------------- naming
@@ -213,6 +263,28 @@ def test_white_pixels_are_not_thrown_away(namer):
     img[25:75, 35:65] = 250
     names = {c.name: c.share for c in color.dominant_colors(img, namer).colors}
     assert set(names) == {"black", "white"} and names["white"] > 0.4
+
+
+def test_palettes_that_should_not_be_trusted_are_flagged(namer):
+    small = np.full((100, 100, 3), 235, np.uint8)
+    small[40:65, 40:65] = (20, 20, 24)  # a black item covering 6% of the photo
+    blue = np.full((100, 100, 3), 235, np.uint8)
+    blue[20:80, 20:80] = (30, 70, 190)
+    palettes = [color.dominant_colors(small, namer), color.dominant_colors(blue, namer)]
+    assert palettes[0].mask_share == pytest.approx(0.0625, abs=0.01)
+    assert palettes[0].warnings() == ["item mask covers only 6% of the photo"]
+    assert palettes[1].warnings() == []
+    table = color.palette_table(["a", "b"], ["small.png", "blue.png"], palettes)
+    assert list(table["mask share"]) == [0.06, 0.36]
+    assert table["warning"].tolist() == ["item mask covers only 6% of the photo", ""]
+    # a red cup on a black advert: the black may be the advert's
+    image, mask = np.zeros((4, 4, 3), np.uint8), np.ones((4, 4), bool)
+    advert = color.Palette([color.ColorShare("black", 0.6, (10, 10, 10)),
+                            color.ColorShare("red-ish", 0.4, (200, 20, 20))],
+                           mask_share=0.5, method="centre", image=image, mask=mask)
+    assert advert.warnings() == [
+        "background not told apart: the centre of the photo was named",
+        "red-ish 40% beside a black main color: either may be the item's"]
 
 
 def _save(img: Image.Image, path: Path) -> Path:
@@ -281,7 +353,8 @@ def test_cli_prints_one_line_per_image_and_goes_on_after_a_bad_one(tmp_path, sav
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 truncated")
     red = _save(photos["red mug on a grey table"], tmp_path / "red.jpg")
-    code = cli_main(["color", str(white), str(bad), str(red), "--model", str(saved_model)])
+    fixture = ["--model", str(saved_model), "--color-source", "synthetic"]
+    code = cli_main(["color", str(white), str(bad), str(red), *fixture])
     lines = capsys.readouterr().out.splitlines()
     assert code == 1
     assert len(lines) == 3
@@ -289,7 +362,7 @@ def test_cli_prints_one_line_per_image_and_goes_on_after_a_bad_one(tmp_path, sav
     assert lines[1].startswith(f"{bad}\terror: ")
     assert lines[2].startswith(f"{red}\tred-ish ")
 
-    assert cli_main(["color", str(red), "--json", "--model", str(saved_model)]) == 0
+    assert cli_main(["color", str(red), "--json", *fixture]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["image"] == str(red) and record["colors"][0]["name"] == "red-ish"
     assert record["colors"][0]["hex"].startswith("#")
