@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
@@ -49,6 +50,7 @@ def test_notebook_01_run_from_notebooks_folder_writes_at_project_root():
     raw, clean, out = f"data/{name}/raw", f"data/{name}/clean", f"reports/runs/{name}"
     before = _files(ROOT / "notebooks")
     try:
+        (ROOT / out).mkdir(parents=True)
         pm.execute_notebook(
             str(ROOT / "notebooks" / "01_crawl_cleanup.ipynb"), str(ROOT / out / "01.ipynb"),
             parameters={"source": "synthetic", "raw_dir": raw, "clean_dir": clean,
@@ -65,6 +67,8 @@ def test_notebook_01_run_from_notebooks_folder_writes_at_project_root():
     finally:
         shutil.rmtree(ROOT / "data" / name, ignore_errors=True)
         shutil.rmtree(ROOT / out, ignore_errors=True)
+        with contextlib.suppress(OSError):  # only when this test made it
+            (ROOT / "reports" / "runs").rmdir()
 
 
 
