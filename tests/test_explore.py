@@ -7,6 +7,7 @@ import io
 import json
 import shutil
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -200,7 +201,9 @@ def test_widgets_update_on_query_slider_and_upload(view):
     match.category_mode.value = "filter"
     assert "lf-result" in match.results.value or "No found item" in match.results.value
     assert "updated in" in match.timing.value
-    match.on_upload({"new": ({"name": "notes.txt", "content": b"just text"},)})
+    match.uploader.value = ({"name": "notes.txt", "type": "text/plain", "size": 9,
+                             "content": memoryview(b"just text"),
+                             "last_modified": datetime.now(UTC)},)
     assert "not a readable image" in match.status.value and "Traceback" not in (
         match.status.value)
     assert match.save.disabled

@@ -151,6 +151,7 @@ class MatchPanel:
         if got is None:
             return
         content, name = got
+        self.uploader.value = ()  # the same file can be chosen again; the bytes live below
         self.upload = check_upload(content, name)
         self.current = self.explorer.upload_query(self.upload)
         self.save.disabled = False
