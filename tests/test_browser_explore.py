@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -37,17 +36,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Wait until Voilà listens (a page request would start a kernel just for the check)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"Voilà exited early with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"Voilà did not answer at {url} within {timeout} s")
+        time.sleep(0.3)
+    raise AssertionError(f"Voilà did not listen on port {port} within {timeout} s")
 
 
 @pytest.fixture()
@@ -69,7 +68,7 @@ def served_explorer(explore_params, tmp_path):
          f"--port={port}", f"--token={token}"],
         cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/?token={token}", proc)
+        _wait_port(port, proc)
         yield f"http://127.0.0.1:{port}/?token={token}"
     finally:
         proc.terminate()

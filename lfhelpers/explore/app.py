@@ -29,7 +29,7 @@ from lfhelpers.explore.inputs import (
     read_upload_value,
     save_upload,
 )
-from lfhelpers.explore.sources import LFError
+from lfhelpers.explore.sources import LFError, project_root
 from lfhelpers.explore.state import Explorer, MatchSettings, Query
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,14 @@ COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
 def in_voila() -> bool:
     """True inside a kernel started by Voilà (it sets ``VOILA_*`` variables)."""
     return any(name.startswith("VOILA_") for name in os.environ)
+
+
+def shown_path(path: Path) -> str:
+    """A path for display: relative to the project folder when inside it."""
+    try:
+        return Path(path).resolve().relative_to(project_root()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def guarded(status: Any) -> Callable:
@@ -333,8 +341,9 @@ def build_app(explorer: Explorer, run: RunInfo, settings: MatchSettings | None =
     """The whole explorer as one widget (a header and four tabs)."""
     import ipywidgets as w
 
+    data = render.esc(shown_path(explorer.clean_dir))
     header = w.HTML(render.STYLE + f'<div class="lf-note"><b>Lost &amp; Found explorer</b> · '
-                    f"{render.esc(run.describe())} · data set {render.esc(explorer.clean_dir)}: "
+                    f"{render.esc(run.describe())} · data set {data}: "
                     f"{len(explorer.gallery)} found items (train+val), {len(explorer.queries)} "
                     "lost photos (test)</div>")
     notes = w.HTML("".join(f'<div class="lf-note">{render.esc(n)}</div>'
