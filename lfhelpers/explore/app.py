@@ -243,6 +243,9 @@ class CleanupPanel:
         self.rejects = explorer.rejects()
         self.groups = explorer.duplicate_groups()
         counts = self.rejects["reason"].value_counts()
+        # reasons whose files are images to look at first (duplicates, sizes), then the rest
+        unreadable = {"empty_file", "not_an_image", "decode_error", "truncated"}
+        counts = counts.sort_index(key=lambda r: r.isin(unreadable), kind="stable")
         self.reason = w.Dropdown(options=[(f"{r} ({n})", r) for r, n in counts.items()],
                                  description="Rejected as", layout=w.Layout(width="360px"))
         self.reject_view = w.HTML()
