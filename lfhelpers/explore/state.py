@@ -175,6 +175,11 @@ class Explorer:
             drop=True)
         self.timings["embed_seconds"] = time.perf_counter() - start
         self.timings["n_cached"] = float(result.n_cached)
+        if kept:  # trace the one-photo forward pass now, so that the first upload is quick
+            start = time.perf_counter()
+            raw = src.embed_image(self.embedder, src.open_image(kept[0]))
+            self.embedder.predict_proba(raw[None])
+            self.timings["warmup_seconds"] = time.perf_counter() - start
 
     def _load_colors(self, color_model: str | os.PathLike[str], color_source: str) -> None:
         start = time.perf_counter()
