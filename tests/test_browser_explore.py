@@ -97,7 +97,7 @@ def test_choosing_a_query_photo_shows_found_items(served_explorer, tmp_path):
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     try:
         driver.get(served_explorer)
-        wait = WebDriverWait(driver, 150)
+        wait = WebDriverWait(driver, 240)  # a loaded shared machine can be slow
         picker = wait.until(ec.presence_of_element_located(
             (By.CSS_SELECTOR, ".lf-query-picker select")))
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".lf-results .lf-card img")))
