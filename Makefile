@@ -1,10 +1,10 @@
-# Entry points: make setup | make demo | make test | make baselines
+# Entry points: make setup | make demo | make test | make baselines | make lab | make explore
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 NBVAL  := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/baselines/sanitize.cfg
 
-.PHONY: setup demo test lint unit nbval baselines clean-runs
+.PHONY: setup demo test lint unit nbval baselines clean-runs lab explore
 
 setup: $(VENV)/.installed
 
@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=python3.11).")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,crawl]'
+	$(BIN)/python -m pip install --quiet -e '.[test,crawl,lab]'
 	@touch $@
 
 ## Run every notebook on the real default data (profile cpu) into reports/runs/cpu-<time>
@@ -32,3 +32,16 @@ baselines: setup
 	rm -rf tests/baselines/_work
 	$(BIN)/python tests/make_baselines.py
 	rm -rf tests/baselines/_work
+
+## JupyterLab on the project, listening on 127.0.0.1 only (LAB_PORT, default 8888)
+LAB_PORT ?= 8888
+lab: setup
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
+		--ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks
+
+## The explorer (notebook 07) as an app with Voila, on 127.0.0.1 only (EXPLORE_PORT, default 8866)
+EXPLORE_PORT ?= 8866
+explore: setup
+	@echo "Explorer: http://127.0.0.1:$(EXPLORE_PORT)/  (local only; Ctrl-C stops it)"
+	$(BIN)/voila notebooks/07_explore.ipynb --no-browser --Voila.ip=127.0.0.1 \
+		--port=$(EXPLORE_PORT)

@@ -1,0 +1,118 @@
+"""The explorer as a user sees it: Voilà serves notebook 07, headless Chromium drives it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("LF_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("LF_CHROMEDRIVER", "/usr/bin/chromedriver")
+
+pytestmark = pytest.mark.slow
+
+
+def _browser_or_skip() -> tuple[str, str]:
+    chromium = CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
+    driver = CHROMEDRIVER if Path(CHROMEDRIVER).is_file() else shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip("no Chromium/chromedriver installed (apt-get install chromium "
+                    "chromium-driver); set LF_CHROMIUM and LF_CHROMEDRIVER to use others")
+    pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
+    pytest.importorskip("voila", reason="voila is not installed (make setup installs it)")
+    return chromium, driver
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Wait until Voilà listens (a page request would start a kernel just for the check)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"Voilà exited early with code {proc.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.3)
+    raise AssertionError(f"Voilà did not listen on port {port} within {timeout} s")
+
+
+@pytest.fixture()
+def served_explorer(explore_params, tmp_path):
+    """Notebook 07 with the smoke run's parameters, served by Voilà on a free local port."""
+    import papermill as pm
+
+    notebook = tmp_path / "07_explore.ipynb"
+    pm.execute_notebook(str(ROOT / "notebooks" / "07_explore.ipynb"), str(notebook),
+                        parameters={**explore_params, "projection": "pca"},
+                        prepare_only=True, progress_bar=False)
+    port, token = _free_port(), os.urandom(12).hex()
+    env = {**os.environ, "LF_PROJECT_ROOT": str(ROOT),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                      os.environ.get("PYTHONPATH", "")]))}
+    log = (tmp_path / "voila.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voila", str(notebook), "--no-browser", "--Voila.ip=127.0.0.1",
+         f"--port={port}", f"--token={token}"],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_port(port, proc)
+        yield f"http://127.0.0.1:{port}/?token={token}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_choosing_a_query_photo_shows_found_items(served_explorer, tmp_path):
+    chromium, driver_path = _browser_or_skip()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--no-first-run", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+                "--window-size=1400,2000"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        driver.get(served_explorer)
+        wait = WebDriverWait(driver, 240)  # a loaded shared machine can be slow
+        picker = wait.until(ec.presence_of_element_located(
+            (By.CSS_SELECTOR, ".lf-query-picker select")))
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".lf-results .lf-card img")))
+        choices = Select(picker)
+        assert len(choices.options) > 1
+        chosen = choices.options[1].text.split(" · ")[-1]
+        choices.select_by_index(1)
+        wait.until(lambda d: chosen in d.find_element(By.CSS_SELECTOR, ".lf-query").text)
+        cards = wait.until(ec.presence_of_all_elements_located(
+            (By.CSS_SELECTOR, ".lf-results .lf-card img")))
+        assert cards and all(c.get_attribute("src").startswith("data:image/jpeg") for c in cards)
+        driver.save_screenshot(str(tmp_path / "explore.png"))
+        body = driver.find_element(By.TAG_NAME, "body").text
+        for bad in ("Traceback", "Error", "went wrong", "could not"):
+            assert bad not in body, body[:2000]
+        assert not driver.find_elements(By.CSS_SELECTOR, ".lf-notice")
+    finally:
+        driver.quit()
