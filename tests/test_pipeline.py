@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -125,19 +124,26 @@ def test_cli_clean(tmp_path, synthetic_raw, capsys):
 
 
 @pytest.mark.slow
-def test_smoke_profile_runs_every_notebook(tmp_path):
-    """``python -m lfhelpers run --profile smoke`` executes every notebook present."""
-    out = tmp_path / "smoke"
-    proc = subprocess.run([sys.executable, "-m", "lfhelpers", "run", "--profile", "smoke",
-                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=1500)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def test_smoke_profile_runs_every_notebook(smoke_run):
+    """``python -m lfhelpers run --profile smoke`` executes every notebook present.
+
+    Uses the session's one smoke run (``smoke_run`` in conftest.py), shared with the explorer
+    and browser tests.
+    """
+    out = smoke_run
     stems = [p.stem for p in discover_notebooks(ROOT / "notebooks")]
     metrics = json.loads((out / "metrics.json").read_text())
+    run = json.loads((out / "run.json").read_text())
+    assert {r["stem"]: r["status"] for r in run["notebooks"]} == dict.fromkeys(stems, "ok")
     for stem in stems:
         assert (out / f"{stem}.ipynb").is_file(), stem
         assert (out / f"{stem}.html").is_file(), stem
         assert stem in metrics, stem
+    noise = ("cuInit", "absl::InitializeLog", "E0000", "findfont", "NodeDef mentions")
+    for stem in stems:
+        for suffix in (".ipynb", ".html"):
+            text = (out / f"{stem}{suffix}").read_text(encoding="utf-8")
+            assert not [n for n in noise if n in text], f"{stem}{suffix} has log noise"
 
 
 def test_atomic_writes_get_the_usual_permissions(tmp_path):
