@@ -43,5 +43,5 @@ lab: setup
 EXPLORE_PORT ?= 8866
 explore: setup
 	@echo "Explorer: http://127.0.0.1:$(EXPLORE_PORT)/  (local only; Ctrl-C stops it)"
-	$(BIN)/voila notebooks/07_explore.ipynb --no-browser --Voila.ip=127.0.0.1 \
+	$(BIN)/voila notebooks/07_explore.ipynb --no-browser --strip_sources=True --Voila.ip=127.0.0.1 \
 		--port=$(EXPLORE_PORT)
