@@ -33,7 +33,8 @@ from lfhelpers.similarity.texture_search import TextureIndex
 def image_set(tmp_path_factory) -> tuple[list[str], list[str]]:
     """6 synthetic photos of each of 3 classes (96 px)."""
     root = tmp_path_factory.mktemp("synthetic")
-    make_synthetic_dataset(root, n_per_class=6, size=96, seed=5, labels=["ball", "card", "열쇠고리"])
+    make_synthetic_dataset(root, n_per_class=6, size=96, seed=5,
+                           labels=["ball", "card", "열쇠고리"])
     files = sorted(str(p) for p in root.glob("*/*.jpg"))
     return files, [Path(f).parent.name for f in files]
 
