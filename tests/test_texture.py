@@ -33,14 +33,18 @@ from lfhelpers.similarity.index import (  # noqa: E402
 from lfhelpers.similarity.texture import (  # noqa: E402
     TUTORIAL_SETTINGS,
     HaralickFeatures,
-    TextureIndex,
-    evaluate,
     haralick_image,
-    make_classifier,
-    mismatched_queries,
-    plot_confusion,
-    plot_neighbours,
     tutorial_features,
+)
+from lfhelpers.similarity.texture_eval import (  # noqa: E402
+    evaluate,
+    make_classifier,
+    plot_confusion,
+)
+from lfhelpers.similarity.texture_search import (  # noqa: E402
+    TextureIndex,
+    mismatched_queries,
+    plot_neighbours,
 )
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "05_haralick_similarity.ipynb"
