@@ -2,7 +2,8 @@
 
 texture      haralick texture features (a scikit-learn transformer), their classifier and index
 embeddings   CNN embeddings of photos from any Keras application or the fine-tuned classifier
-index        the one nearest-neighbour index (exact, scikit-learn, faiss, hnswlib), distance matrices
+index        the one nearest-neighbour index (exact, sklearn, faiss, hnswlib), distance matrices
+postprocess  GeM pooling, PCA whitening, query expansion, DBA, k-reciprocal re-ranking
 gallery      found-items gallery: paths and labels over the index, saved and loaded
 retrieval    precision@k and mAP by label
 duplicates   near-duplicate queries and their recall

@@ -9,12 +9,15 @@ the rankings by label; :func:`per_class_table` breaks the scores down by class.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from lfhelpers.errors import DataError
+from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.similarity.index import NeighbourIndex
+from lfhelpers.similarity.postprocess import parse_steps
+from lfhelpers.similarity.postprocess import postprocess as run_postprocess
 
 
 def average_precision(relevant: np.ndarray) -> float:
@@ -37,6 +40,8 @@ def retrieval_scores(
     ks: Sequence[int] = (1, 5, 10),
     block: int = 512,
     index: NeighbourIndex | None = None,
+    postprocess: Sequence[str] | str = (),
+    **postprocess_params: Any,
 ) -> tuple[dict[str, float], pd.DataFrame]:
     """Precision@k and mean average precision of retrieval by label (cosine ranking by the index).
 
@@ -57,6 +62,11 @@ def retrieval_scores(
     index : NeighbourIndex, optional
         The fitted index of ``gallery`` to rank with (default: an exact cosine one); e.g. an
         approximate index, to see what it costs in precision.
+    postprocess : sequence of str or str
+        Steps of :func:`lfhelpers.similarity.postprocess.postprocess` applied first
+        (``"pcaw+dba+aqe"``; leave-one-out stays honest); not with ``index``.
+    **postprocess_params
+        Their parameters (``dba_n``, ``qe_n``, ``alpha``, ...).
 
     Returns
     -------
@@ -68,15 +78,19 @@ def retrieval_scores(
     """
     glabels = np.asarray(gallery_labels, dtype=str)
     loo = queries is None
-    if index is None:
+    if not loo and query_labels is None:
+        raise DataError("query_labels are needed with queries.")
+    qlabels = glabels if loo else np.asarray(query_labels, dtype=str)
+    distances = None
+    if parse_steps(postprocess):
+        if index is not None:
+            raise ConfigError("Pass either an index or post-processing steps, not both.")
+        done = run_postprocess(gallery, queries, postprocess, **postprocess_params)
+        gallery, queries, distances = done.gallery, done.queries, done.distances
+    q = gallery if queries is None else queries
+    if index is None and distances is None:
         index = NeighbourIndex("cosine").fit(gallery)
-    if loo:
-        q, qlabels = gallery, glabels
-    else:
-        if query_labels is None:
-            raise DataError("query_labels are needed with queries.")
-        q, qlabels = queries, np.asarray(query_labels, dtype=str)
-    n_gallery = index.n_items_
+    n_gallery = len(gallery) if index is None else index.n_items_
     n = n_gallery - (1 if loo else 0)
     if n < 1 or len(q) == 0:
         raise DataError(f"Need queries and at least one candidate; got {len(q)} queries and "
@@ -86,7 +100,10 @@ def retrieval_scores(
     for start in range(0, len(q), block):
         stop = min(start + block, len(q))
         exclude = np.arange(start, stop) if loo else None
-        _, order = index.search(q[start:stop], n, exclude)
+        if distances is None:
+            _, order = index.search(q[start:stop], n, exclude)
+        else:
+            order = np.argsort(distances[start:stop], axis=1, kind="stable")[:, :n]
         for r, ranking in enumerate(order):
             label = qlabels[start + r]
             rel = glabels[ranking[ranking >= 0]] == label
