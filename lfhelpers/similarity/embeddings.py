@@ -590,7 +590,9 @@ class Embedder(TransformerMixin, BaseEstimator):
                     np.save(fh, row)
 
     def _forward(self, images: np.ndarray) -> np.ndarray:
-        out = np.asarray(self.model_.predict_on_batch(self.preprocess_(images)), np.float32)
+        # a copy: Keras' preprocess_input works in place on NumPy arrays
+        x = np.array(images, dtype=np.float32, copy=True)
+        out = np.asarray(self.model_.predict_on_batch(self.preprocess_(x)), np.float32)
         if out.ndim == 4:
             from lfhelpers.similarity.postprocess import pool_maps
 
