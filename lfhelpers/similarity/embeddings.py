@@ -720,6 +720,8 @@ def feature_sets(
     cache_dir: str | os.PathLike[str] | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    pooling: str = "avg",
+    flip: bool = False,
 ) -> dict[str, FeatureSet]:
     """Vectors of the same photos from several extractors, for comparing them.
 
@@ -745,6 +747,10 @@ def feature_sets(
         ``<cache_dir>/haralick``.
     batch_size : int
     progress : bool
+    pooling : {"avg", "gem", "max"}
+        Pooling of the ImageNet backbones (see :class:`Embedder`).
+    flip : bool
+        Average each photo with its mirror image (ImageNet backbones and the classifier).
 
     Returns
     -------
@@ -780,15 +786,16 @@ def feature_sets(
                 continue
             embedder = Embedder(CLASSIFIER, model_path=classifier_model, batch_size=batch_size,
                                 cache_dir=cache / "embeddings" if cache else None,
-                                progress=progress).fit()
+                                progress=progress, flip=flip).fit()
             note = f"fine-tuned Xception {Path(classifier_model).name}, {embedder.image_size_} px"
         else:
             embedder = Embedder(name, weights=weights, image_size=image_size,
-                                batch_size=batch_size, progress=progress,
-                                cache_dir=cache / "embeddings" if cache else None).fit()
+                                batch_size=batch_size, progress=progress, pooling=pooling,
+                                flip=flip, cache_dir=cache / "embeddings" if cache else None).fit()
             w = embedder.weights_
-            note = (f"{name} ImageNet, {embedder.image_size_} px" if w is not None
-                    else f"{name} random weights (weights='none'), {embedder.image_size_} px")
+            how = f"{embedder.image_size_} px, {pooling} pooling{', flip' if flip else ''}"
+            note = (f"{name} ImageNet, {how}" if w is not None
+                    else f"{name} random weights (weights='none'), {how}")
         result = embedder.extract(files)
         out[name] = FeatureSet(name, result.aligned(), result.seconds, result.n_cached, note,
                                embedder)
