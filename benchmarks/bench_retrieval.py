@@ -159,15 +159,17 @@ def descriptors(raw: dict[str, np.ndarray], sizes: list[int]) -> dict[str, tuple
     return out
 
 
-def evaluate(vectors: np.ndarray, photos: pd.DataFrame, steps: str) -> dict[str, float]:
+def evaluate(vectors: np.ndarray, photos: pd.DataFrame, steps: str,
+             **params: float) -> dict[str, float]:
     g = (photos["part"] == "gallery").to_numpy()
     labels = photos["label"].to_numpy()
     row: dict[str, float] = {}
     t0 = time.perf_counter()
-    loo, _ = retrieval_scores(vectors[g], labels[g], ks=(1, 5, 10), postprocess=steps)
+    loo, _ = retrieval_scores(vectors[g], labels[g], ks=(1, 5, 10), postprocess=steps,
+                              **params)
     t1 = time.perf_counter()
     test, _ = retrieval_scores(vectors[g], labels[g], vectors[~g], labels[~g], ks=(1, 5, 10),
-                               postprocess=steps)
+                               postprocess=steps, **params)
     t2 = time.perf_counter()
     for key in ("p_at_1", "p_at_5", "p_at_10", "map"):
         row[f"loo_{key}"] = round(loo[key], 4)
@@ -175,6 +177,29 @@ def evaluate(vectors: np.ndarray, photos: pd.DataFrame, steps: str) -> dict[str,
     row["search_ms_per_query"] = round(1000 * (t2 - t1) / int((~g).sum()), 3)
     row["loo_ms_per_query"] = round(1000 * (t1 - t0) / int(g.sum()), 3)
     return row
+
+
+def tune(variants: dict, names: list[str], photos: pd.DataFrame, out: Path) -> None:
+    """DBA and QE neighbour counts and alpha on the given descriptors (chosen on this set)."""
+    rows = []
+    for name in names:
+        vectors = variants[name][0]
+        for dba_n in (3, 5, 8):
+            for qe_n in (1, 2, 3, 5):
+                for alpha in (1.0, 3.0):
+                    row = {"descriptor": name, "postprocess": "dba+aqe", "dba_n": dba_n,
+                           "qe_n": qe_n, "alpha": alpha,
+                           **evaluate(vectors, photos, "dba+aqe", dba_n=dba_n, qe_n=qe_n,
+                                      alpha=alpha)}
+                    rows.append(row)
+                    print({k: row[k] for k in ("descriptor", "dba_n", "qe_n", "alpha",
+                                               "loo_p_at_5", "test_p_at_5")}, flush=True)
+    best = max(rows, key=lambda r: r["loo_p_at_5"])
+    write_json(out.with_name(out.stem + "_tune.json"), {
+        "benchmark": "bench_retrieval --tune",
+        "note": "parameters chosen on the same photos they are scored on: optimistic",
+        "best": best, "rows": rows})
+    print(f"best: {best}")
 
 
 def main() -> None:
@@ -191,6 +216,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=None,
                         help="npz of the pooled descriptors, reused when it exists")
+    parser.add_argument("--tune", default="",
+                        help="only a grid of DBA/QE sizes and alpha on these descriptors "
+                             "(comma-separated names), written to <out stem>_tune.json")
     parser.add_argument("--cached-only", action="store_true",
                         help="score only the passes already in --cache (no extraction)")
     parser.add_argument("--out", type=Path,
@@ -206,6 +234,9 @@ def main() -> None:
     files = photos["file"].tolist()
     raw, cost = extract(files, sizes, args.weights, args.batch, args.cache, args.cached_only)
     yardstick = cost[f"{sizes[0]}/forward/plain"] + cost[f"{sizes[0]}/load"]
+    if args.tune:
+        tune(descriptors(raw, sizes), args.tune.split(","), photos, args.out)
+        return
     rows = []
     for name, (vectors, passes) in descriptors(raw, sizes).items():
         if f"{sizes[0]}/forward/plain" not in cost:
