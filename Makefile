@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=python3.11).")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,crawl,lab]'
+	$(BIN)/python -m pip install --quiet -e '.[test,crawl,lab,dask,search]'
 	@touch $@
 
 ## Run every notebook on the real default data (profile cpu) into reports/runs/cpu-<time>

@@ -11,9 +11,10 @@ embedding), each method is built once and queried with vectors from outside the 
   gallery (a new photo is not in the precomputed matrix).
 * ``exact``: :class:`lfhelpers.match.GalleryIndex` default, one float32 matrix product per query
   block, exact cosine.
-* ``sklearn``: ``GalleryIndex(backend="sklearn")``, i.e. :class:`lfhelpers.search.NeighbourIndex`
-  (scikit-learn ``NearestNeighbors``, cosine, brute force).
-* ``faiss`` / ``hnswlib``: approximate HNSW graphs behind the same API, when installed
+* ``sklearn``: ``GalleryIndex(backend="sklearn")``, i.e. the scikit-learn backend of
+  :class:`lfhelpers.similarity.index.NeighbourIndex` (``NearestNeighbors``, cosine, brute).
+* ``faiss-hnsw`` / ``faiss-ivf`` / ``hnswlib``: approximate indexes behind the same API, when
+  installed
   (``pip install faiss-cpu`` / ``hnswlib``); their recall@10 against the exact answer is
   reported.
 
@@ -30,7 +31,7 @@ nearest neighbours are meaningful for the approximate indexes.
 Usage::
 
     python benchmarks/bench_search.py [--sizes 1000,10000,100000] [--dim 2048] [--queries 100]
-        [--backends exact,sklearn,faiss,hnswlib] [--pdist-max-gib 4]
+        [--backends exact,sklearn,faiss-hnsw,faiss-ivf,hnswlib] [--pdist-max-gib 4]
         [--out benchmarks/results/bench_search.json]
 """
 
@@ -39,7 +40,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 
@@ -119,19 +119,7 @@ def bench_pdist(x: np.ndarray, queries: np.ndarray, k: int, max_gib: float) -> d
 
 def index_bytes(index: GalleryIndex) -> int:
     """Bytes held by the index structure itself (its copy of the vectors included)."""
-    if index.backend_ == "exact":
-        return index.vectors_.nbytes
-    if index.backend_ == "sklearn":
-        fitted = getattr(index.index_.nn_, "_fit_X", None)
-        return fitted.nbytes if fitted is not None else index.vectors_.size * 8
-    if index.backend_ == "faiss":
-        import faiss
-
-        return len(faiss.serialize_index(index.index_))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "index.bin"
-        index.index_.save_index(str(path))
-        return path.stat().st_size
+    return index.index_.memory_bytes()
 
 
 def bench_index(backend: str, x: np.ndarray, queries: np.ndarray, k: int,
@@ -163,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--backends", default="exact,sklearn,faiss,hnswlib")
+    parser.add_argument("--backends", default="exact,sklearn,faiss-hnsw,faiss-ivf,hnswlib")
     parser.add_argument("--pdist-max-gib", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/bench_search.json")

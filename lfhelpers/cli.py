@@ -114,6 +114,24 @@ def _predict(args: argparse.Namespace) -> int:
     return predict_command(args)
 
 
+def _embed(args: argparse.Namespace) -> int:
+    from lfhelpers.similarity.commands import embed_command
+
+    return embed_command(args)
+
+
+def _index(args: argparse.Namespace) -> int:
+    from lfhelpers.similarity.commands import index_command
+
+    return index_command(args)
+
+
+def _search(args: argparse.Namespace) -> int:
+    from lfhelpers.similarity.commands import search_command
+
+    return search_command(args)
+
+
 # --------------------------------------------------------------------------- parsers
 
 
@@ -236,8 +254,70 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_predict)
 
 
+def _add_embed(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "embed", help="CNN embeddings of every photo of a set, as Parquet shards",
+        description="Embed every photo of a clean set (manifest.csv) or a folder of class "
+                    "sub-folders into EMB_DIR/part-*.parquet (path, label, sha256, embedding). "
+                    "Reruns embed only new or changed photos. --scheduler runs the partitions "
+                    "on Dask workers (pip install -e '.[dask]').")
+    p.add_argument("data_dir", help="clean set or folder of class sub-folders")
+    p.add_argument("--out", required=True, help="shard folder (EMB_DIR)")
+    p.add_argument("--backbone", default="xception",
+                   help="xception, mobilenet, another keras.applications name, or "
+                        "finetuned:PATH (notebook 03's .keras model) (default %(default)s)")
+    p.add_argument("--weights", default="auto",
+                   help="auto (LF_XCEPTION_WEIGHTS / LF_MOBILENET_WEIGHTS, else a local file, "
+                        "else the Keras download), imagenet, none, or a weights file")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="input side in pixels (default: the backbone's ImageNet size)")
+    p.add_argument("--pooling", choices=("avg", "gem", "max"), default="avg",
+                   help="pooling of the last feature map (default %(default)s)")
+    p.add_argument("--flip", action="store_true",
+                   help="average each photo's vector with its mirror image's (two passes)")
+    p.add_argument("--scheduler", default=None,
+                   help="local, local:N (N worker processes) or tcp://HOST:8786; "
+                        "default: in this process, no Dask")
+    p.add_argument("--partition-size", type=int, default=256,
+                   help="photos per task and shard (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0, help="seeds random weights (--weights none)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_embed)
+
+
+def _add_index(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "index", help="build a nearest-neighbour index of embedding shards",
+        description="Build a nearest-neighbour index (cosine) of the shards made by `embed`, "
+                    "with its parameters and the embedding settings recorded in INDEX_DIR.")
+    p.add_argument("emb_dir", help="shard folder made by `embed`")
+    p.add_argument("--out", required=True, help="index folder (INDEX_DIR)")
+    p.add_argument("--kind", choices=("auto", "exact", "ivf", "hnsw"), default="auto",
+                   help="auto: exact below --exact-below vectors, else IVF (default %(default)s)")
+    p.add_argument("--exact-below", type=int, default=100_000)
+    p.add_argument("--nlist", type=int, default=None, help="IVF cells (default ~4*sqrt(n))")
+    p.add_argument("--nprobe", type=int, default=None, help="IVF cells searched per query")
+    p.add_argument("--encoding", default="",
+                   help="IVF storage: Flat, SQ8 or PQ<m> (default: Flat below 2 GB, else SQ8)")
+    p.set_defaults(func=_index)
+
+
+def _add_search(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "search", help="most similar indexed photos of query photos (JSON lines)",
+        description="Embed each photo as the index's shards were embedded and print one JSON "
+                    "line per photo: {\"query\": ..., \"neighbours\": [{\"path\", "
+                    "\"label\", \"score\"}, ...]} (score: cosine similarity).")
+    p.add_argument("index_dir", help="index folder made by `index`")
+    p.add_argument("images", nargs="+", help="query photos")
+    p.add_argument("--k", type=int, default=10, help="neighbours per photo (default 10)")
+    p.set_defaults(func=_search)
+
+
 #: The verbs, in the order ``--help`` lists them.
-VERBS = (_add_run, _add_fetch, _add_clean, _add_crawl, _add_color, _add_predict)
+VERBS = (_add_run, _add_fetch, _add_clean, _add_crawl, _add_color, _add_predict, _add_embed,
+         _add_index, _add_search)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -280,3 +280,115 @@ def test_imagenet_mobilenet_separates_the_synthetic_classes(photos):
     vectors = quiet(weights=str(path), image_size=96).fit().transform(files)
     summary, _ = retrieval_scores(vectors, labels)
     assert summary["p_at_1"] >= 0.8
+
+
+# --------------------------------------------------------------------------- pooling, flip
+
+
+def test_pooling_and_flip_are_part_of_the_vector_and_its_cache_key(photos, weights_file):
+    from PIL import Image
+
+    files, _ = photos
+    avg = quiet(weights=weights_file).fit()
+    gem = quiet(weights=weights_file, pooling="gem").fit()
+    flip = quiet(weights=weights_file, flip=True).fit()
+    assert len({avg.cache_spec_["pooling"], gem.cache_spec_["pooling"]}) == 2
+    assert avg.vector_spec() != flip.vector_spec()
+    a, g = avg.transform(files[:3]), gem.transform(files[:3])
+    assert a.shape == g.shape and not np.allclose(a, g)
+    # flip averaging makes a photo and its mirror image the same vector
+    mirrored = Path(files[0]).with_name("mirrored.png")
+    with Image.open(files[0]) as im:
+        im.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored)
+    v = flip.transform([files[0], str(mirrored)])
+    np.testing.assert_allclose(v[0], v[1], atol=1e-4)
+    assert not np.allclose(*avg.transform([files[0], str(mirrored)]), atol=1e-4)
+    mirrored.unlink()
+    with pytest.raises(ConfigError, match="pooling"):
+        quiet(pooling="median").fit()
+
+
+# --------------------------------------------------------------------------- extractor choice
+
+
+def test_a_classifier_of_other_labels_is_not_used(classifier_file):
+    from lfhelpers.similarity.extractors import choose_extractor, classifier_fits
+
+    ok, why = classifier_fits(classifier_file, ["cat", "dog"])
+    assert not ok and "other labels" in why
+    choice = choose_extractor(["finetuned", "xception", "haralick"], classifier_file,
+                              ["cat", "dog", "cat"])
+    assert choice.main == "xception" and not choice.classifier_ok
+    assert "finetuned" not in choice.backbones and "not used" in choice.reason
+    fits = choose_extractor(["finetuned", "xception"], classifier_file,
+                            ["ball", "card", "열쇠고리"])
+    assert fits.main == "finetuned" and fits.classifier_ok and "trained on" in fits.reason
+    missing = choose_extractor(["finetuned", "mobilenet"], "nowhere.keras", ["a"])
+    assert missing.main == "mobilenet" and not missing.classifier_ok
+    with pytest.raises(ConfigError, match="main_features"):
+        choose_extractor(["finetuned", "xception"], classifier_file, ["cat"], "finetuned")
+
+
+# --------------------------------------------------------------------------- shards and commands
+
+
+def test_embed_shards_resume_and_refuse_other_settings(photos, weights_file, tmp_path):
+    from lfhelpers.similarity import shards
+
+    root = Path(photos[0][0]).parent.parent
+    spec = shards.embedding_spec("mobilenet", weights_file, SIZE, batch_size=8)
+    first = shards.embed_folder(root, tmp_path / "emb", spec, progress=False)
+    assert first.n_embedded == len(photos[0]) and first.n_done_before == 0
+    again = shards.embed_folder(root, tmp_path / "emb", spec, progress=False)
+    assert again.n_embedded == 0 and again.n_done_before == len(photos[0])
+    rows, x = shards.read_embeddings(tmp_path / "emb")
+    assert list(rows.columns[:3]) == ["path", "label", "sha256"] and len(rows) == len(x)
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+    direct = quiet(weights=weights_file).fit().transform(rows["path"])
+    np.testing.assert_allclose(x, direct, atol=1e-5)
+    changed = Path(rows["path"].iloc[0])
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    third = shards.embed_folder(root, tmp_path / "emb", spec, progress=False)
+    assert third.n_embedded == 1
+    assert len(shards.read_embeddings(tmp_path / "emb")[0]) == len(photos[0])
+    with pytest.raises(ConfigError, match="other settings"):
+        shards.embed_folder(root, tmp_path / "emb", {**spec, "pooling": "gem"}, progress=False)
+
+
+def test_index_and_search_commands_round_trip(photos, weights_file, tmp_path, capsys):
+    from lfhelpers.cli import main
+
+    root = str(Path(photos[0][0]).parent.parent)
+    common = ["--backbone", "mobilenet", "--weights", weights_file, "--image-size", str(SIZE)]
+    assert main(["embed", root, "--out", str(tmp_path / "emb"), "--quiet", *common]) == 0
+    assert main(["index", str(tmp_path / "emb"), "--out", str(tmp_path / "idx")]) == 0
+    capsys.readouterr()
+    assert main(["search", str(tmp_path / "idx"), photos[0][0], photos[0][7], "--k", "3"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["query"] for line in lines] == [photos[0][0], photos[0][7]]
+    for line in lines:
+        best = line["neighbours"][0]
+        assert len(line["neighbours"]) == 3 and set(best) == {"path", "label", "score"}
+        assert Path(best["path"]).resolve() == Path(line["query"]).resolve()
+        assert best["score"] > 0.999
+    assert main(["search", str(tmp_path / "idx"), str(tmp_path / "missing.jpg")]) == 1
+
+
+@pytest.mark.slow
+def test_dask_workers_give_the_same_vectors(photos, weights_file, tmp_path):
+    pytest.importorskip("distributed", reason="Dask is the optional extra `dask`")
+    from lfhelpers.similarity import shards
+    from lfhelpers.similarity.distributed import dask_client
+
+    root = Path(photos[0][0]).parent.parent
+    spec = shards.embedding_spec("mobilenet", weights_file, SIZE, batch_size=8)
+    shards.embed_folder(root, tmp_path / "single", spec, progress=False)
+    with dask_client("local:2") as client:
+        assert len(client.scheduler_info()["workers"]) == 2
+        report = shards.embed_folder(root, tmp_path / "dask", spec, client,
+                                     partition_size=5, progress=False)
+    assert report.n_embedded == len(photos[0]) and len(report.shards) == 4
+    a_rows, a = shards.read_embeddings(tmp_path / "single")
+    b_rows, b = shards.read_embeddings(tmp_path / "dask")
+    order = b_rows.set_index("path").index.get_indexer(a_rows["path"])
+    np.testing.assert_allclose(a, b[order], atol=1e-5)

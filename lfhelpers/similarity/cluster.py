@@ -36,8 +36,10 @@ from threadpoolctl import threadpool_limits
 
 from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.images import thumbnail
+from lfhelpers.similarity.duplicates import duplicate_recall
 from lfhelpers.similarity.embeddings import l2_normalize
-from lfhelpers.similarity.match import duplicate_recall, retrieval_scores, top_k_similar
+from lfhelpers.similarity.index import top_k_similar
+from lfhelpers.similarity.retrieval import retrieval_scores
 
 log = logging.getLogger(__name__)
 

@@ -55,6 +55,8 @@ from lfhelpers.similarity.texture import Extraction
 log = logging.getLogger(__name__)
 
 _CACHE_VERSION = 1
+#: Pooling of the last feature map (see :class:`Embedder`).
+POOLINGS = ("avg", "gem", "max")
 #: Folder (relative to the working folder or the project) where local weight files live.
 WEIGHTS_DIR = Path("models/weights")
 
@@ -357,6 +359,15 @@ class Embedder(TransformerMixin, BaseEstimator):
         Disk cache folder; ``None`` disables it. Not used with ``weights="none"``.
     normalize : bool
         L2-normalise the vectors (cosine similarity becomes a dot product).
+    pooling : {"avg", "gem", "max"}
+        How the last feature map becomes a vector (ImageNet backbones): global average
+        pooling (the Keras default), generalised-mean pooling with exponent ``gem_p``
+        (:func:`lfhelpers.similarity.postprocess.gem_pool`) or max pooling. The fine-tuned
+        classifier always uses its own pooled layer.
+    gem_p : float
+        GeM exponent (1 is average pooling, large values approach max pooling).
+    flip : bool
+        Average each photo's vector with that of its mirror image (two passes per photo).
     progress : bool
         Show a tqdm progress bar.
 
@@ -389,6 +400,9 @@ class Embedder(TransformerMixin, BaseEstimator):
         cache_dir: str | os.PathLike[str] | None = None,
         normalize: bool = True,
         progress: bool = True,
+        pooling: str = "avg",
+        gem_p: float = 3.0,
+        flip: bool = False,
     ):
         self.backbone = backbone
         self.weights = weights
@@ -398,6 +412,9 @@ class Embedder(TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.cache_dir = cache_dir
         self.normalize = normalize
+        self.pooling = pooling
+        self.gem_p = gem_p
+        self.flip = flip
         self.progress = progress
 
     # -- building --------------------------------------------------------------------------
@@ -406,6 +423,8 @@ class Embedder(TransformerMixin, BaseEstimator):
         """Build (or load) the network; nothing is learned from ``X``. Returns ``self``."""
         import keras
 
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}.")
         if int(self.batch_size) < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size!r}.")
         self.classes_: list[str] = []
@@ -420,6 +439,9 @@ class Embedder(TransformerMixin, BaseEstimator):
                      "kwargs": backbone_spec(self.backbone).kwargs,
                      "weights": self.weights_ if self.weights_ in (None, "imagenet")
                      else sha256_file(self.weights_)}
+            if self.pooling != "avg":
+                # the feature map under the backbone's global average pooling layer
+                self.model_ = keras.Model(self.model_.inputs, self.model_.layers[-2].output)
             self._set_cache_key(ident, cacheable=self.weights_ is not None)
         self.dim_ = int(self.model_.output_shape[-1])
         return self
@@ -450,7 +472,7 @@ class Embedder(TransformerMixin, BaseEstimator):
         import keras
 
         spec = {**ident, "image_size": int(self.image_size_), "keras": keras.__version__,
-                "version": _CACHE_VERSION}
+                "version": _CACHE_VERSION, **self.vector_spec()}
         self.cache_spec_ = spec
         self.cache_key_ = (hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
                            .hexdigest()[:16] if cacheable and self.cache_dir else None)
@@ -558,12 +580,33 @@ class Embedder(TransformerMixin, BaseEstimator):
         if len(images) < batch:
             pad = np.zeros((batch - len(images), *images.shape[1:]), np.float32)
             images = np.concatenate([images, pad])
-        out = np.asarray(self.model_.predict_on_batch(self.preprocess_(images)), np.float32)
+        out = self._forward(images)
+        if self.flip:
+            out = (out + self._forward(images[:, :, ::-1])) / 2
         for (i, _, entry), row in zip(pending, out, strict=False):
             rows[i] = row
             if entry is not None:
                 with atomic_write(entry, "wb") as fh:
                     np.save(fh, row)
+
+    def _forward(self, images: np.ndarray) -> np.ndarray:
+        # a copy: Keras' preprocess_input works in place on NumPy arrays
+        x = np.array(images, dtype=np.float32, copy=True)
+        out = np.asarray(self.model_.predict_on_batch(self.preprocess_(x)), np.float32)
+        if out.ndim == 4:
+            from lfhelpers.similarity.postprocess import pool_maps
+
+            out = pool_maps(out, self.pooling, self.gem_p)
+        return out
+
+    def vector_spec(self) -> dict[str, Any]:
+        """What besides the network changes a vector: pooling, GeM exponent, flip averaging."""
+        classifier = str(self.backbone).lower() == CLASSIFIER
+        pooling = "avg" if classifier else self.pooling
+        spec: dict[str, Any] = {"pooling": pooling, "flip": bool(self.flip)}
+        if pooling == "gem":
+            spec["gem_p"] = float(self.gem_p)
+        return spec
 
     def _name(self) -> str:
         if str(self.backbone).lower() == CLASSIFIER:
@@ -677,6 +720,8 @@ def feature_sets(
     cache_dir: str | os.PathLike[str] | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    pooling: str = "avg",
+    flip: bool = False,
 ) -> dict[str, FeatureSet]:
     """Vectors of the same photos from several extractors, for comparing them.
 
@@ -702,6 +747,10 @@ def feature_sets(
         ``<cache_dir>/haralick``.
     batch_size : int
     progress : bool
+    pooling : {"avg", "gem", "max"}
+        Pooling of the ImageNet backbones (see :class:`Embedder`).
+    flip : bool
+        Average each photo with its mirror image (ImageNet backbones and the classifier).
 
     Returns
     -------
@@ -737,15 +786,16 @@ def feature_sets(
                 continue
             embedder = Embedder(CLASSIFIER, model_path=classifier_model, batch_size=batch_size,
                                 cache_dir=cache / "embeddings" if cache else None,
-                                progress=progress).fit()
+                                progress=progress, flip=flip).fit()
             note = f"fine-tuned Xception {Path(classifier_model).name}, {embedder.image_size_} px"
         else:
             embedder = Embedder(name, weights=weights, image_size=image_size,
-                                batch_size=batch_size, progress=progress,
-                                cache_dir=cache / "embeddings" if cache else None).fit()
+                                batch_size=batch_size, progress=progress, pooling=pooling,
+                                flip=flip, cache_dir=cache / "embeddings" if cache else None).fit()
             w = embedder.weights_
-            note = (f"{name} ImageNet, {embedder.image_size_} px" if w is not None
-                    else f"{name} random weights (weights='none'), {embedder.image_size_} px")
+            how = f"{embedder.image_size_} px, {pooling} pooling{', flip' if flip else ''}"
+            note = (f"{name} ImageNet, {how}" if w is not None
+                    else f"{name} random weights (weights='none'), {how}")
         result = embedder.extract(files)
         out[name] = FeatureSet(name, result.aligned(), result.seconds, result.n_cached, note,
                                embedder)
