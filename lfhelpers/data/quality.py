@@ -1,0 +1,173 @@
+"""Photo-quality statistics and flags: dark, light, blurry, low information, odd shape, greyscale.
+
+:func:`image_stats` measures a few cheap numbers on one decoded photo (shrunk to
+:data:`STATS_SIDE` pixels first, so the cost does not grow with the photo). The cleanup computes
+them in the same pass that decodes the photo and keeps them in its per-file cache; the audit
+turns them into findings with :func:`quality_findings` and the thresholds of
+:class:`QualityThresholds`.
+
+Statistics (luma = Rec. 601 lightness, 0..1):
+
+``bright_p05``, ``bright_p95``  5th and 95th percentile of the luma
+``entropy``     Shannon entropy of the 256-bin luma histogram, in bits (0..8)
+``contrast``    standard deviation of the luma
+``sharpness``   standard deviation of the Laplacian of the luma (high frequencies)
+``sharp_ratio`` ``sharpness`` divided by ``contrast``: how much of the contrast sits in fine
+                detail; low for out-of-focus and motion-blurred photos whatever their lighting
+``chroma_p99``  99th percentile of the per-pixel channel spread ``max(R,G,B) - min(R,G,B)``
+``aspect``      longer side divided by the shorter side (of the full photo)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from lfhelpers.errors import ConfigError
+
+#: The statistics are measured on the photo shrunk so that its longer side is this long.
+STATS_SIDE = 256
+#: Bumped whenever a statistic changes meaning (cached statistics of another version are redone).
+STATS_VERSION = 1
+
+#: The quality issues, in the order they are reported.
+QUALITY_ISSUES = ("dark", "light", "blurry", "low_information", "odd_aspect_ratio", "grayscale")
+
+
+def image_stats(img: Image.Image) -> dict[str, float]:
+    """Quality statistics of one decoded RGB photo (see the module docstring).
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+        An RGB image at any size; it is shrunk (antialiased) to :data:`STATS_SIDE` first.
+
+    Returns
+    -------
+    dict
+        Statistic name -> value (plain floats, JSON-ready), with ``stats_version``.
+    """
+    width, height = img.size
+    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    scale = STATS_SIDE / max(width, height)
+    if scale < 1:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        arr = cv2.resize(arr, size, interpolation=cv2.INTER_AREA)
+    rgb = arr.astype(np.float32) / 255.0
+    luma = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    p05, p95 = np.percentile(luma, [5, 95])
+    hist = np.bincount(np.clip(luma * 255 + 0.5, 0, 255).astype(np.int32).ravel(),
+                       minlength=256).astype(np.float64)
+    prob = hist[hist > 0] / hist.sum()
+    entropy = float(-(prob * np.log2(prob)).sum())
+    contrast = float(luma.std())
+    sharpness = float(cv2.Laplacian(luma, cv2.CV_32F, ksize=1).std())
+    spread = rgb.max(axis=2) - rgb.min(axis=2)
+    return {
+        "stats_version": STATS_VERSION,
+        "bright_p05": round(float(p05), 5),
+        "bright_p95": round(float(p95), 5),
+        "entropy": round(entropy, 5),
+        "contrast": round(contrast, 5),
+        "sharpness": round(sharpness, 6),
+        "sharp_ratio": round(sharpness / max(contrast, 1e-3), 5),
+        "chroma_p99": round(float(np.percentile(spread, 99)), 5),
+        "aspect": round(max(width, height) / max(min(width, height), 1), 4),
+    }
+
+
+@dataclass(frozen=True)
+class QualityThresholds:
+    """When a statistic makes a photo a finding (the defaults suit item photos).
+
+    Parameters
+    ----------
+    dark : float
+        ``dark`` when even the bright part of the photo (95th luma percentile) is below this.
+    light : float
+        ``light`` when even the dark part (5th luma percentile) is above this.
+    blurry : float
+        ``blurry`` when ``sharp_ratio`` (fine detail per unit of contrast) is below this.
+    low_information : float
+        ``low_information`` when the luma entropy is below this many bits ...
+    low_contrast : float
+        ... and the luma's standard deviation is below this (a near-uniform picture; photos of
+        an item on a plain background have a low entropy but a clear contrast).
+    odd_aspect_ratio : float
+        ``odd_aspect_ratio`` when the longer side is more than this many times the shorter.
+    grayscale : float
+        ``grayscale`` when 99 % of the pixels have a channel spread below this (0..1).
+    """
+
+    dark: float = 0.25
+    light: float = 0.76
+    blurry: float = 0.12
+    low_information: float = 3.0
+    low_contrast: float = 0.05
+    odd_aspect_ratio: float = 4.0
+    grayscale: float = 0.01
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not value > 0:
+                raise ConfigError(f"Quality threshold {name} must be positive, got {value!r}.")
+
+
+def _below(values: pd.Series, threshold: float) -> tuple[pd.Series, pd.Series]:
+    flagged = values < threshold
+    return flagged, (1.0 - values / threshold).clip(0.0, 1.0)
+
+
+def quality_findings(stats: pd.DataFrame,
+                     thresholds: QualityThresholds | None = None) -> pd.DataFrame:
+    """Photo-quality findings from per-photo statistics.
+
+    Parameters
+    ----------
+    stats : pandas.DataFrame
+        One row per photo: ``path``, ``label`` and the columns of :func:`image_stats`.
+    thresholds : QualityThresholds, optional
+        Defaults: :class:`QualityThresholds`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``path, label, issue, score, value, threshold``: one row per (photo, issue); ``score``
+        in 0..1 grows with the distance past the threshold (higher = more certain).
+    """
+    t = thresholds or QualityThresholds()
+    columns = ["path", "label", "issue", "score", "value", "threshold"]
+    if stats.empty:
+        return pd.DataFrame(columns=columns)
+    frames = []
+    checks = {
+        "dark": _below(stats["bright_p95"], t.dark),
+        "light": _below(1.0 - stats["bright_p05"], 1.0 - t.light),
+        "blurry": _below(stats["sharp_ratio"], t.blurry),
+        "low_information": _below(stats["entropy"], t.low_information),
+        "grayscale": _below(stats["chroma_p99"], t.grayscale),
+    }
+    low_info, info_score = checks["low_information"]
+    checks["low_information"] = (low_info & (stats["contrast"] < t.low_contrast), info_score)
+    aspect = stats["aspect"]
+    checks["odd_aspect_ratio"] = (aspect > t.odd_aspect_ratio,
+                                  (1.0 - t.odd_aspect_ratio / aspect).clip(0.0, 1.0))
+    values = {"dark": stats["bright_p95"], "light": stats["bright_p05"],
+              "blurry": stats["sharp_ratio"], "low_information": stats["entropy"],
+              "grayscale": stats["chroma_p99"], "odd_aspect_ratio": aspect}
+    limits = asdict(t)
+    for issue in QUALITY_ISSUES:
+        flagged, score = checks[issue]
+        if not flagged.any():
+            continue
+        frames.append(pd.DataFrame({
+            "path": stats.loc[flagged, "path"], "label": stats.loc[flagged, "label"],
+            "issue": issue, "score": score[flagged].round(4),
+            "value": values[issue][flagged], "threshold": limits[issue]}))
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)[columns]
