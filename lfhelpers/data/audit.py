@@ -304,7 +304,7 @@ def audit_dataset(
     findings = (findings.assign(_o=findings["issue"].map(order))
                 .sort_values(["_o", "score"], ascending=[True, False], kind="stable")
                 .drop(columns="_o").reset_index(drop=True))
-    findings["suggested_label"] = findings["suggested_label"].fillna("")
+    findings["suggested_label"] = findings["suggested_label"].astype(object).fillna("")
     if write:
         with atomic_write(clean_dir / AUDIT, newline="") as fh:
             findings.to_csv(fh, index=False)
