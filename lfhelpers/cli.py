@@ -234,7 +234,8 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
         p.add_argument(f"--{name}", type=float, default=None,
                        help=f"threshold: {help_text} (default: see QualityThresholds)")
     p.add_argument("--template", action="store_true",
-                   help="also write CLEAN_DIR/corrections.csv to fill in (never overwritten)")
+                   help="also write CLEAN_DIR/corrections_todo.csv: the label findings with "
+                        "action empty, to fill in and save as corrections.csv")
     p.add_argument("--jobs", type=int, default=1, help="workers (-1: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_audit)

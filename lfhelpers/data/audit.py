@@ -324,8 +324,12 @@ def _drop_kept(findings: pd.DataFrame, clean_dir: Path) -> pd.DataFrame:
 
 
 def review_template(report: AuditReport, issues: tuple[str, ...] = (
-        "label_issue", "cross_class_duplicate"), name: str = CORRECTIONS) -> Path:
-    """Write a corrections file to fill in from the audit's findings (``action`` left empty).
+        "label_issue", "cross_class_duplicate"), name: str = "corrections_todo.csv") -> Path:
+    """Write the findings to review as a corrections file with ``action`` left empty.
+
+    The analyst fills in ``action`` (``relabel``, ``reject`` or ``keep``; ``new_label`` is
+    pre-filled with the suggestion) and saves the file as ``corrections.csv``, which the next
+    ``clean`` applies. Rewritten on every audit; ``corrections.csv`` itself is never written.
 
     Parameters
     ----------
@@ -333,12 +337,15 @@ def review_template(report: AuditReport, issues: tuple[str, ...] = (
     issues : tuple of str
         Issues whose photos are listed.
     name : str
-        File name in the clean folder; an existing file is never overwritten.
+        File name in the clean folder.
 
     Returns
     -------
     pathlib.Path
     """
+    if name == CORRECTIONS:
+        raise ConfigError(f"{CORRECTIONS} holds the analyst's decisions; write the template "
+                          "under another name.")
     path = report.clean_dir / name
     rows = report.findings[report.findings["issue"].isin(issues)]
     corrections_template(rows, path)
@@ -392,7 +399,8 @@ def audit_command(args) -> int:
     print(report.label_method)
     print(f"audit: {report.clean_dir / AUDIT}")
     if args.template:
-        print(f"corrections to fill in: {review_template(report)}")
+        print(f"findings to review (fill in action, save as corrections.csv): "
+              f"{review_template(report)}")
     return 0
 
 

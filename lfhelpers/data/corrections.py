@@ -13,7 +13,8 @@ The audit (:mod:`lfhelpers.data.audit`) only reports. To act on a finding, the a
 ``source``     optional: the raw file, as in ``audit.csv`` (then ``path`` is not needed)
 
 :func:`corrections_template` writes such a file from the audit's findings with ``action``
-empty, for the analyst to fill in. The next ``clean`` run applies it: the raw folder is never
+empty (``clean_dir/corrections_todo.csv``), for the analyst to fill in and save as
+``corrections.csv``. The next ``clean`` run applies it: the raw folder is never
 touched, a relabelled photo moves to its new label folder and the manifest keeps its
 ``original_label``; a rerun with the same file gives the same manifest.
 """
@@ -179,7 +180,7 @@ def corrections_template(findings: pd.DataFrame,
     findings : pandas.DataFrame
         Rows of ``audit.csv`` (``path, source, issue, suggested_label``).
     path : path-like, optional
-        Where to write it (refused when the file exists: it may hold reviewed rows).
+        Where to write it (replaced when it exists).
 
     Returns
     -------
@@ -201,9 +202,6 @@ def corrections_template(findings: pd.DataFrame,
             "source": grouped["source"].first().to_numpy() if "source" in findings else "",
         })
     if path is not None:
-        path = Path(path)
-        if path.exists():
-            raise ConfigError(f"{path} exists and may hold reviewed rows; choose another name.")
-        with atomic_write(path, newline="") as fh:
+        with atomic_write(Path(path), newline="") as fh:
             frame.to_csv(fh, index=False)
     return frame
