@@ -21,9 +21,10 @@ photo); photos without them are measured once here and cached in ``clean_dir/.au
 Label issues use confident learning (Northcutt et al., JAIR 2021) on out-of-fold predicted
 probabilities: a logistic regression on CNN embeddings (ImageNet Xception, or MobileNet, cached
 in ``cache_dir/embeddings`` and shared with notebook 06) predicts every photo from the other
-folds; a photo is a finding when the probability of another class reaches that class's own
-threshold (the mean probability its labelled photos get) and wins. Without any local backbone
-weights the label part is skipped with the reason, and the quality flags still come.
+folds; per-class thresholds (the mean probability a class's own photos get) estimate how many
+photos of each label belong to each other class, and that many with the largest margin are
+findings (see :mod:`lfhelpers.data.labels`). Without any local backbone weights the label part
+is skipped with the reason, and the quality flags still come.
 
 The audit only reports: ``manifest.csv`` and the raw folder stay as they are. Findings are acted
 on with a corrections file (:mod:`lfhelpers.data.corrections`), applied by the next ``clean``.
