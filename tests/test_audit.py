@@ -189,3 +189,18 @@ def test_label_issues_with_real_weights(tmp_path):
     issues = report.findings[report.findings["issue"] == "label_issue"]
     hit = issues[issues["path"].str.contains("was_ball")]
     assert len(hit) == 1 and hit["suggested_label"].iloc[0] == "ball"
+
+
+def test_findings_marked_keep_are_no_longer_listed(defect_set, tmp_path):
+    import shutil
+
+    _, clean, _ = defect_set
+    copy = tmp_path / "clean"
+    shutil.copytree(clean, copy)
+    first = audit_dataset(copy, labels=False, progress=False).findings
+    dark = first.loc[first["issue"] == "dark", "path"].iloc[0]
+    pd.DataFrame([{"path": dark, "action": "keep", "new_label": "", "note": "night photo"}]
+                 ).to_csv(copy / "corrections.csv", index=False)
+    again = audit_dataset(copy, labels=False, progress=False).findings
+    assert dark not in set(again["path"])
+    assert len(again) == len(first) - (first["path"] == dark).sum()
