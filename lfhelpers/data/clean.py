@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from lfhelpers.data.corrections import apply_corrections
 from lfhelpers.data.manifest import MANIFEST, MANIFEST_COLUMNS
-from lfhelpers.data.quality import image_stats
+from lfhelpers.data.quality import STATS_VERSION, image_stats
 from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.fsutil import atomic_write, sha256_file, write_json
 from lfhelpers.images import to_rgb
@@ -350,7 +350,8 @@ def _load_cache(clean_dir: Path, options: CleanOptions) -> dict[str, FileResult]
     except (OSError, ValueError):
         log.warning("Ignoring unreadable cache %s", path)
         return {}
-    if data.get("version") != CACHE_VERSION or data.get("options") != _options_key(options):
+    if (data.get("version"), data.get("stats_version")) != (CACHE_VERSION, STATS_VERSION) or (
+            data.get("options") != _options_key(options)):
         return {}
     return {k: FileResult(**v) for k, v in data.get("files", {}).items()}
 
@@ -462,7 +463,8 @@ def clean_dataset(
         for res in tqdm(iterator, total=len(todo), desc="decode", disable=not progress,
                         unit="img"):
             results[res.source] = res
-    write_json(clean_dir / CACHE, {"version": CACHE_VERSION, "options": _options_key(options),
+    write_json(clean_dir / CACHE, {"version": CACHE_VERSION, "stats_version": STATS_VERSION,
+                                   "options": _options_key(options),
                                    "files": {k: asdict(v) for k, v in sorted(results.items())}})
 
     ordered = [FileResult(**asdict(results[rel])) for rel, _ in mapped]

@@ -8,7 +8,7 @@ turns them into findings with :func:`quality_findings` and the thresholds of
 
 Statistics (luma = Rec. 601 lightness, 0..1):
 
-``bright_p05``, ``bright_p95``  5th and 95th percentile of the luma
+``bright_p05``, ``bright_p95``  5th and 95th percentile of the luma (8-bit histogram)
 ``entropy``     Shannon entropy of the 256-bin luma histogram, in bits (0..8)
 ``contrast``    standard deviation of the luma
 ``sharpness``   standard deviation of the Laplacian of the luma (high frequencies)
@@ -32,7 +32,7 @@ from lfhelpers.errors import ConfigError
 #: The statistics are measured on the photo shrunk so that its longer side is this long.
 STATS_SIDE = 256
 #: Bumped whenever a statistic changes meaning (cached statistics of another version are redone).
-STATS_VERSION = 1
+STATS_VERSION = 2
 
 #: The quality issues, in the order they are reported.
 QUALITY_ISSUES = ("dark", "light", "blurry", "low_information", "odd_aspect_ratio", "grayscale")
@@ -52,32 +52,41 @@ def image_stats(img: Image.Image) -> dict[str, float]:
         Statistic name -> value (plain floats, JSON-ready), with ``stats_version``.
     """
     width, height = img.size
-    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    img = img.convert("RGB")
     scale = STATS_SIDE / max(width, height)
     if scale < 1:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        arr = cv2.resize(arr, size, interpolation=cv2.INTER_AREA)
-    rgb = arr.astype(np.float32) / 255.0
-    luma = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
-    p05, p95 = np.percentile(luma, [5, 95])
-    hist = np.bincount(np.clip(luma * 255 + 0.5, 0, 255).astype(np.int32).ravel(),
-                       minlength=256).astype(np.float64)
+        img = img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    arr = np.asarray(img, dtype=np.uint8)
+    luma8 = cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_RGB2GRAY)  # Rec. 601 weights
+    hist = np.bincount(luma8.ravel(), minlength=256).astype(np.float64)
     prob = hist[hist > 0] / hist.sum()
     entropy = float(-(prob * np.log2(prob)).sum())
-    contrast = float(luma.std())
-    sharpness = float(cv2.Laplacian(luma, cv2.CV_32F, ksize=1).std())
-    spread = rgb.max(axis=2) - rgb.min(axis=2)
+    levels = np.arange(256) / 255.0
+    mean = (hist * levels).sum() / hist.sum()
+    contrast = float(np.sqrt(max((hist * levels**2).sum() / hist.sum() - mean**2, 0.0)))
+    laplacian = cv2.Laplacian(luma8, cv2.CV_16S, ksize=1)
+    sharpness = float(cv2.meanStdDev(laplacian)[1][0, 0]) / 255.0
+    r, g, b = cv2.split(arr)
+    spread = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
+    spread_hist = np.bincount(spread.ravel(), minlength=256)
     return {
         "stats_version": STATS_VERSION,
-        "bright_p05": round(float(p05), 5),
-        "bright_p95": round(float(p95), 5),
+        "bright_p05": round(_percentile(hist, 0.05), 5),
+        "bright_p95": round(_percentile(hist, 0.95), 5),
         "entropy": round(entropy, 5),
         "contrast": round(contrast, 5),
         "sharpness": round(sharpness, 6),
         "sharp_ratio": round(sharpness / max(contrast, 1e-3), 5),
-        "chroma_p99": round(float(np.percentile(spread, 99)), 5),
+        "chroma_p99": round(_percentile(spread_hist, 0.99), 5),
         "aspect": round(max(width, height) / max(min(width, height), 1), 4),
     }
+
+
+def _percentile(hist: np.ndarray, q: float) -> float:
+    """The ``q`` quantile (0..1 scale) of 8-bit values given their 256-bin histogram."""
+    cumulative = np.cumsum(hist)
+    return float(np.searchsorted(cumulative, q * cumulative[-1])) / 255.0
 
 
 @dataclass(frozen=True)
