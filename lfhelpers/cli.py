@@ -228,7 +228,7 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     for name, help_text in (("dark", "95th luma percentile below"),
                             ("light", "5th luma percentile above"),
                             ("blurry", "detail-to-contrast ratio below"),
-                            ("low-information", "luma entropy (bits) below"),
+                            ("low-information", "lightness standard deviation below"),
                             ("odd-aspect-ratio", "long/short side above"),
                             ("grayscale", "99th percentile channel spread below")):
         p.add_argument(f"--{name}", type=float, default=None,

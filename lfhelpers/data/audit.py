@@ -104,7 +104,7 @@ class AuditReport:
 
 def _stats_of_file(file: str) -> dict | None:
     try:
-        return image_stats(open_image(file, max_side=2 * STATS_SIDE))
+        return image_stats(open_image(file, max_side=STATS_SIDE))
     except DataError as exc:
         log.warning("Audit skipped %s: %s", file, exc)
         return None
