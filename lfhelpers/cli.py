@@ -79,7 +79,7 @@ def _clean(args: argparse.Namespace) -> int:
     report = prepare_dataset(args.raw_dir, args.out, seed=args.seed,
                              min_per_class=args.min_per_class,
                              on_small_class=args.on_small_class, label_map=args.label_map,
-                             options=options, n_jobs=args.jobs)
+                             options=options, n_jobs=args.jobs, corrections=args.corrections)
     print(f"raw files: {report.n_raw}  clean: {report.n_clean}  rejected: {report.n_rejected} "
           f"(decoded now: {report.n_decoded}, unchanged: {report.n_cached})")
     for reason, count in sorted(report.rejected_by_reason().items()):
@@ -87,6 +87,12 @@ def _clean(args: argparse.Namespace) -> int:
     print(class_counts(report.manifest).to_string())
     print(f"manifest: {report.clean_dir / 'manifest.csv'}")
     return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from lfhelpers.data.audit import audit_command
+
+    return audit_command(args)
 
 
 def _fetch(args: argparse.Namespace) -> int:
@@ -193,6 +199,9 @@ def _add_clean(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-per-class", type=int, default=10)
     p.add_argument("--on-small-class", choices=["exclude", "error"], default="exclude")
     p.add_argument("--jobs", type=int, default=1, help="decoding workers (-1: all cores)")
+    p.add_argument("--corrections", default=None, metavar="CSV",
+                   help="reviewed corrections to apply (path,action,new_label,note; action "
+                        "relabel|reject|keep); default: OUT/corrections.csv when it exists")
     p.set_defaults(func=_clean)
 
 
@@ -316,8 +325,50 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
 
 
 #: The verbs, in the order ``--help`` lists them.
-VERBS = (_add_run, _add_fetch, _add_clean, _add_crawl, _add_color, _add_predict, _add_embed,
-         _add_index, _add_search)
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "audit", help="list bad photos and doubtful labels of a clean set (audit.csv)",
+        description="Audit a clean set: photo-quality flags (dark, light, blurry, "
+                    "low_information, odd_aspect_ratio, grayscale), near-identical photos under "
+                    "different labels (cross_class_duplicate) and label issues (confident "
+                    "learning on out-of-fold probabilities of CNN embeddings). Writes "
+                    "CLEAN_DIR/audit.csv (path,label,issue,score,suggested_label,...); the "
+                    "manifest and the raw folder are not changed. Act on findings with "
+                    "CLEAN_DIR/corrections.csv and `clean` (see lfhelpers.data.corrections).")
+    p.add_argument("clean_dir", help="clean set (holds manifest.csv)")
+    p.add_argument("--backbone", default="auto",
+                   help="auto (fine-tuned model with --model, else xception, else mobilenet, "
+                        "when their weights are here), xception, mobilenet, classifier, or none "
+                        "(quality flags only) (default %(default)s)")
+    p.add_argument("--weights", default="auto", help="auto | imagenet | a weights file")
+    p.add_argument("--image-size", type=int, default=224,
+                   help="embedding input side (default %(default)s, notebook 06's cpu size)")
+    p.add_argument("--model", default=None, help="fine-tuned .keras model of notebook 03")
+    p.add_argument("--cache-dir", default="data/cache",
+                   help="cache root; vectors go to CACHE_DIR/embeddings (default %(default)s)")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--duplicate-distance", type=int, default=8,
+                   help="phash distance of cross-class duplicates (default %(default)s)")
+    for name, help_text in (("dark", "95th luma percentile below"),
+                            ("light", "5th luma percentile above"),
+                            ("blurry", "detail-to-contrast ratio below"),
+                            ("low-information", "lightness standard deviation below"),
+                            ("odd-aspect-ratio", "long/short side above"),
+                            ("grayscale", "99th percentile channel spread below")):
+        p.add_argument(f"--{name}", type=float, default=None,
+                       help=f"threshold: {help_text} (default: see QualityThresholds)")
+    p.add_argument("--template", action="store_true",
+                   help="also write CLEAN_DIR/corrections_todo.csv: the label findings with "
+                        "action empty, to fill in and save as corrections.csv")
+    p.add_argument("--jobs", type=int, default=1, help="workers (-1: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_audit)
+
+
+#: The verbs, in the order ``--help`` lists them.
+VERBS = (_add_run, _add_fetch, _add_clean, _add_audit, _add_crawl, _add_color, _add_predict,
+         _add_embed, _add_index, _add_search)
 
 
 def build_parser() -> argparse.ArgumentParser:

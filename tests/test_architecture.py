@@ -92,7 +92,8 @@ def test_help_lists_every_verb_fast():
     proc = subprocess.run([sys.executable, "-m", "lfhelpers", "--help"], capture_output=True,
                           text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 0
-    for verb in ("run", "fetch", "clean", "crawl", "color", "predict"):
+    for verb in ("run", "fetch", "clean", "audit", "crawl", "color", "predict", "embed", "index",
+                 "search"):
         assert f"    {verb} " in proc.stdout, verb
     # --help of every verb must not import TensorFlow (it takes seconds)
     code = ("import sys; from lfhelpers.cli import build_parser\n"

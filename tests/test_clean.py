@@ -218,3 +218,65 @@ def test_non_ascii_file_names_survive(tmp_path):
                            progress=False)
     assert sorted(Path(p).name for p in report.manifest["path"]) == [
         "분실물 사진 0.png", "분실물 사진 1.png", "분실물 사진 2.png"]
+
+
+def test_reviewed_corrections_relabel_and_reject_without_losing_anything(tmp_path):
+    from lfhelpers.data.fixtures import make_synthetic_dataset
+
+    raw = tmp_path / "raw"
+    make_synthetic_dataset(raw, n_per_class=8, size=64, seed=6, labels=["ball", "card", "key"])
+    before = tree_digest(raw)
+    clean = tmp_path / "clean"
+    first = prepare_dataset(raw, clean, seed=1, min_per_class=4, progress=False)
+    paths = dict(zip(first.manifest["source"], first.manifest["path"], strict=True))
+    pd.DataFrame([
+        {"path": paths["ball/ball_002.jpg"], "action": "relabel", "new_label": "열쇠",
+         "note": "a key ring"},
+        {"path": paths["card/card_001.jpg"], "action": "reject", "new_label": "",
+         "note": "two items in one photo"},
+        {"path": paths["key/key_003.jpg"], "action": "keep", "new_label": "", "note": ""},
+        {"path": paths["key/key_004.jpg"], "action": "", "new_label": "", "note": "later"},
+    ]).to_csv(clean / "corrections.csv", index=False)
+    second = prepare_dataset(raw, clean, seed=1, min_per_class=4, progress=False)
+    assert tree_digest(raw) == before
+    df = read_manifest(clean)
+    row = df[df["source"] == "ball/ball_002.jpg"].iloc[0]
+    assert (row["label"], row["original_label"]) == ("열쇠", "ball")
+    assert (clean / row["path"]).is_file() and row["path"].startswith("열쇠/")
+    assert set(df.loc[df["source"] != "ball/ball_002.jpg", "original_label"]) == {""}
+    rejected = second.rejects.set_index("source").loc["card/card_001.jpg"]
+    assert rejected["reason"] == "rejected_by_review"
+    assert rejected["detail"] == "two items in one photo"
+    assert (clean / rejected["quarantine"]).is_file()
+    assert second.n_clean == first.n_clean - 1 and second.n_relabelled == 1
+    manifest = (clean / "manifest.csv").read_bytes()
+    third = prepare_dataset(raw, clean, seed=1, min_per_class=4, progress=False)
+    assert (clean / "manifest.csv").read_bytes() == manifest
+    assert third.n_decoded == 0 and tree_digest(raw) == before
+
+
+def test_bad_corrections_file_is_a_clear_error(tmp_path):
+    from lfhelpers.data.fixtures import make_synthetic_dataset
+
+    raw = tmp_path / "raw"
+    make_synthetic_dataset(raw, n_per_class=5, size=64, seed=6, labels=["ball", "card"])
+    bad = tmp_path / "fix.csv"
+    bad.write_text("path,action,new_label,note\nball/ball_000.jpg,rename,x,\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="unknown action"):
+        clean_dataset(raw, tmp_path / "clean", corrections=bad, progress=False)
+    bad.write_text("path,action,new_label,note\nball/ball_000.jpg,relabel,,\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="new_label"):
+        clean_dataset(raw, tmp_path / "clean", corrections=bad, progress=False)
+
+
+def test_one_class_set_says_a_classifier_needs_two(tmp_path, caplog, capsys):
+    from lfhelpers.cli import main
+    from lfhelpers.data.fixtures import make_synthetic_dataset
+
+    raw = tmp_path / "raw"
+    make_synthetic_dataset(raw, n_per_class=12, size=64, seed=6, labels=["ball"])
+    with caplog.at_level("WARNING"):
+        assert main(["clean", str(raw), "--out", str(tmp_path / "clean")]) == 0
+    text = caplog.text
+    assert "one class ('ball')" in text and "at least two classes" in text
+    assert "<label>" in text

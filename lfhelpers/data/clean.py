@@ -3,7 +3,9 @@
 ``clean_dataset(raw_dir, clean_dir)`` decodes every file fully, converts it to 8-bit RGB (greyscale,
 palette, CMYK, alpha composited on white, 16-bit scaled), applies the EXIF orientation, rejects
 images that are too small or too large, removes exact duplicates (content hash) and near duplicates
-(perceptual hash), and writes:
+(perceptual hash), quarantines photos filed under two labels (``label_conflict``: the same or a
+near-identical photo in two class folders), applies the analyst's reviewed corrections
+(``clean_dir/corrections.csv``, see :mod:`lfhelpers.data.corrections`), and writes:
 
 - ``clean_dir/<label>/<file>``: the clean images (byte copies when the raw file was already a plain
   RGB JPEG or PNG with no orientation tag; otherwise re-encoded losslessly as PNG);
@@ -13,7 +15,8 @@ images that are too small or too large, removes exact duplicates (content hash) 
   :func:`lfhelpers.split.split_manifest`).
 
 The raw folder is never modified. A rerun only decodes files that are new or changed (a per-file
-cache in ``clean_dir/.clean_cache.json``) and writes the same manifest.
+cache in ``clean_dir/.clean_cache.json``, which also keeps each photo's quality statistics of
+:func:`lfhelpers.data.quality.image_stats` for the audit) and writes the same manifest.
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ from joblib import Parallel, delayed
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+from lfhelpers.data.corrections import apply_corrections
 from lfhelpers.data.manifest import MANIFEST, MANIFEST_COLUMNS
+from lfhelpers.data.quality import STATS_VERSION, image_stats
 from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.fsutil import atomic_write, sha256_file, write_json
 from lfhelpers.images import to_rgb
@@ -47,11 +52,11 @@ log = logging.getLogger(__name__)
 QUARANTINE = "_quarantine"
 REJECTS = "rejects.csv"
 CACHE = ".clean_cache.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 #: Reasons a file can be rejected, in the order they are checked.
 REASONS = ("empty_file", "not_an_image", "decode_error", "truncated", "too_large", "too_small",
-           "exact_duplicate", "near_duplicate")
+           "rejected_by_review", "exact_duplicate", "label_conflict", "near_duplicate")
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,7 @@ class FileResult:
     height: int = 0
     out_ext: str = ""
     copy_bytes: bool = False
+    quality: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
 
@@ -125,6 +131,7 @@ class CleanReport:
     n_raw: int
     n_decoded: int
     n_cached: int
+    n_relabelled: int = 0
 
     @property
     def n_clean(self) -> int:
@@ -293,6 +300,7 @@ def _process(raw_dir: Path, rel: str, label: str, options: CleanOptions) -> File
         result.out_ext = ".jpg"
     result.pixel_sha256 = _pixel_digest(img)
     result.phash = str(imagehash.phash(img))
+    result.quality = image_stats(img)
     return result
 
 
@@ -304,7 +312,7 @@ def _pixel_digest(img: Image.Image) -> str:
     return digest.hexdigest()
 
 
-def _hamming_pairs(hashes: list[str], threshold: int) -> list[tuple[int, int]]:
+def hamming_pairs(hashes: list[str], threshold: int) -> list[tuple[int, int]]:
     """All index pairs ``i < j`` whose 64-bit hashes differ in at most ``threshold`` bits."""
     if threshold < 0 or len(hashes) < 2:
         return []
@@ -342,7 +350,8 @@ def _load_cache(clean_dir: Path, options: CleanOptions) -> dict[str, FileResult]
     except (OSError, ValueError):
         log.warning("Ignoring unreadable cache %s", path)
         return {}
-    if data.get("version") != CACHE_VERSION or data.get("options") != _options_key(options):
+    if (data.get("version"), data.get("stats_version")) != (CACHE_VERSION, STATS_VERSION) or (
+            data.get("options") != _options_key(options)):
         return {}
     return {k: FileResult(**v) for k, v in data.get("files", {}).items()}
 
@@ -376,6 +385,7 @@ def clean_dataset(
     label_map: Mapping[str, str | None] | str | os.PathLike[str] | None = None,
     n_jobs: int = 1,
     progress: bool = True,
+    corrections: str | os.PathLike[str] | None = None,
 ) -> CleanReport:
     """Clean a raw class-folder image set into ``clean_dir`` (see the module docstring).
 
@@ -393,6 +403,11 @@ def clean_dataset(
         Worker processes for decoding (joblib); ``-1`` uses every core.
     progress : bool
         Show a tqdm progress bar.
+    corrections : path-like, optional
+        The analyst's reviewed corrections (``path, action, new_label, note``; see
+        :mod:`lfhelpers.data.corrections`). Default: ``clean_dir/corrections.csv`` when it
+        exists. Relabelled photos move to their new label with ``original_label`` recorded in
+        the manifest; rejected ones are quarantined as ``rejected_by_review``.
 
     Returns
     -------
@@ -448,21 +463,29 @@ def clean_dataset(
         for res in tqdm(iterator, total=len(todo), desc="decode", disable=not progress,
                         unit="img"):
             results[res.source] = res
-    write_json(clean_dir / CACHE, {"version": CACHE_VERSION, "options": _options_key(options),
+    write_json(clean_dir / CACHE, {"version": CACHE_VERSION, "stats_version": STATS_VERSION,
+                                   "options": _options_key(options),
                                    "files": {k: asdict(v) for k, v in sorted(results.items())}})
 
     ordered = [FileResult(**asdict(results[rel])) for rel, _ in mapped]
+    n_relabelled = apply_corrections(ordered, clean_dir, corrections,
+                                     _previous_outputs(clean_dir))
     _dedupe(ordered, options)
     manifest, rejects = _write_outputs(raw_dir, clean_dir, ordered, options)
     report = CleanReport(clean_dir=clean_dir, manifest=manifest, rejects=rejects,
-                         n_raw=len(files), n_decoded=len(todo), n_cached=len(mapped) - len(todo))
+                         n_raw=len(files), n_decoded=len(todo), n_cached=len(mapped) - len(todo),
+                         n_relabelled=n_relabelled)
     for row in rejects.itertuples():
         log.info("rejected %s: %s (%s)", row.source, row.reason, row.detail)
     return report
 
 
 def _dedupe(results: list[FileResult], options: CleanOptions) -> None:
-    """Mark exact and near duplicates as rejects (first in path order is kept); set groups."""
+    """Mark exact and near duplicates as rejects (first in path order is kept); set groups.
+
+    A duplicate under another label than the photo it repeats is a ``label_conflict``: the same
+    item filed under two categories, which the analyst has to settle (see the audit).
+    """
     seen: dict[str, FileResult] = {}
     for res in results:
         if not res.ok:
@@ -471,27 +494,35 @@ def _dedupe(results: list[FileResult], options: CleanOptions) -> None:
         first = seen.get(res.sha256) or seen.get(key)
         if first is not None:
             res.ok = False
-            res.reason = "exact_duplicate"
-            other = "" if first.label == res.label else f" (labelled {first.label!r} there)"
-            res.detail = f"same content as {first.source}{other}"
+            if first.label == res.label:
+                res.reason, res.detail = "exact_duplicate", f"same content as {first.source}"
+            else:
+                res.reason = "label_conflict"
+                res.detail = (f"same content as {first.source}: filed as {res.label!r} here "
+                              f"and as {first.label!r} there")
             continue
         seen[res.sha256] = res
         seen[key] = res
     kept = [r for r in results if r.ok]
     removed: set[int] = set()
-    for i, j in _hamming_pairs([r.phash for r in kept], options.near_dup_distance):
+    for i, j in hamming_pairs([r.phash for r in kept], options.near_dup_distance):
         if i in removed or j in removed:
             continue
         res, first = kept[j], kept[i]
         res.ok = False
-        res.reason = "near_duplicate"
-        other = "" if first.label == res.label else f", labelled {first.label!r} there"
         dist = int(np.bitwise_count(np.uint64(int(res.phash, 16) ^ int(first.phash, 16))))
-        res.detail = f"looks like {first.source} (phash distance {dist}{other})"
+        if first.label == res.label:
+            res.reason = "near_duplicate"
+            res.detail = f"looks like {first.source} (phash distance {dist})"
+        else:
+            res.reason = "label_conflict"
+            res.detail = (f"looks like {first.source} (phash distance {dist}): filed as "
+                          f"{res.label!r} here and as {first.label!r} there")
+        res.extra["twin"] = first.source
         removed.add(j)
     kept = [r for r in results if r.ok]
-    groups = _components(len(kept), _hamming_pairs([r.phash for r in kept],
-                                                   options.group_distance))
+    groups = _components(len(kept), hamming_pairs([r.phash for r in kept],
+                                                  options.group_distance))
     for res, group in zip(kept, groups, strict=True):
         res.extra["group"] = int(group)
 
@@ -535,9 +566,11 @@ def _write_outputs(raw_dir: Path, clean_dir: Path, results: list[FileResult],
         rows.append({"path": rel, "label": res.label, "split": "", "sha256": digest,
                      "phash": res.phash, "group": res.extra["group"], "width": res.width,
                      "height": res.height, "bytes": target.stat().st_size,
-                     "source": res.source})
+                     "source": res.source,
+                     "original_label": res.extra.get("original_label", "")})
     _remove_stale(clean_dir, expected)
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    relabelled = any(row["original_label"] for row in rows)
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS + ["original_label"] * relabelled)
     rejects = pd.DataFrame(reject_rows,
                            columns=["source", "label", "reason", "detail", "quarantine"])
     with atomic_write(clean_dir / REJECTS, newline="") as fh:

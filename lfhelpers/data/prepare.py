@@ -8,6 +8,7 @@ synthetic fixture); :func:`prepare_dataset` cleans and splits them into a folder
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from lfhelpers.data.clean import CleanOptions, CleanReport, clean_dataset, list_
 from lfhelpers.data.manifest import manifest_path, write_manifest
 from lfhelpers.data.split import split_manifest
 from lfhelpers.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 def prepare_dataset(
@@ -31,8 +34,11 @@ def prepare_dataset(
     options: CleanOptions | None = None,
     n_jobs: int = 1,
     progress: bool = True,
+    corrections: str | os.PathLike[str] | None = None,
 ) -> CleanReport:
     """Clean ``raw_dir`` into ``clean_dir``, split it, and write ``manifest.csv``.
+
+    Logs a warning when fewer than two classes are left to train on.
 
     Parameters
     ----------
@@ -50,6 +56,9 @@ def prepare_dataset(
         Decoding workers.
     progress : bool
         Show progress bars.
+    corrections : path-like, optional
+        Reviewed corrections (default ``clean_dir/corrections.csv`` when it exists); see
+        :mod:`lfhelpers.data.corrections`.
 
     Returns
     -------
@@ -58,13 +67,32 @@ def prepare_dataset(
     """
 
     report = clean_dataset(raw_dir, clean_dir, options=options, label_map=label_map,
-                           n_jobs=n_jobs, progress=progress)
+                           n_jobs=n_jobs, progress=progress, corrections=corrections)
     if report.manifest.empty:
         raise DataError(f"Every file of {raw_dir} was rejected; see {clean_dir}/rejects.csv.")
     report.manifest = split_manifest(report.manifest, seed=seed, min_per_class=min_per_class,
                                      on_small_class=on_small_class)
     write_manifest(report.manifest, clean_dir)
+    _warn_if_untrainable(report.manifest, raw_dir, min_per_class)
     return report
+
+
+def _warn_if_untrainable(manifest: pd.DataFrame, raw_dir: str | os.PathLike[str],
+                         min_per_class: int) -> None:
+    """Warn when fewer than two classes can be trained on (a classifier needs two)."""
+    labels = sorted(manifest["label"].unique())
+    usable = sorted(manifest.loc[manifest["split"] != "excluded", "label"].unique())
+    if len(usable) >= 2:
+        return
+    if len(labels) == 1:
+        what = f"one class ({labels[0]!r})"
+    else:
+        what = (f"{len(usable)} class(es) with at least min_per_class={min_per_class} photos "
+                f"({', '.join(map(repr, usable)) or 'none'}; too small: "
+                f"{', '.join(repr(x) for x in labels if x not in usable)})")
+    log.warning("The clean set has %s: a classifier needs at least two classes to learn "
+                "anything. Add a folder of photos per category, %s/<label>/<photo>, and clean "
+                "again (or lower min_per_class).", what, Path(raw_dir))
 
 
 def ensure_manifest(
