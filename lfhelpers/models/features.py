@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -212,7 +213,9 @@ class FeatureCache:
                     log.warning("This CPU has no bfloat16 support: the trunk runs in float32.")
                     precision = "float32"
                 shape = [-1, self.image_size, self.image_size, 3]
-                model = ov.convert_model(self.trunk, input=[(shape, ov.Type.f32)])
+                with warnings.catch_warnings():  # Keras notes the input's name during tracing
+                    warnings.simplefilter("ignore", UserWarning)
+                    model = ov.convert_model(self.trunk, input=[(shape, ov.Type.f32)])
                 hint = "bf16" if precision == "bfloat16" else "f32"
                 self._compiled = core.compile_model(model, "CPU", {
                     "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"})
