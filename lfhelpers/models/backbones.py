@@ -16,7 +16,9 @@ TensorFlow and Keras are imported inside the functions, so importing this module
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +81,27 @@ BACKBONES: dict[str, BackboneSpec] = {
 
 #: ``backbone`` value that means "the fine-tuned classifier of notebook 03".
 CLASSIFIER = "classifier"
+
+
+def quiet_tensorflow() -> None:
+    """Import TensorFlow with its C++ start-up lines (CUDA probing, oneDNN notices) discarded.
+
+    Those lines go straight to the process's standard error, past ``TF_CPP_MIN_LOG_LEVEL`` in
+    recent TensorFlow builds; they would clutter every notebook report. Errors still raise.
+    TensorFlow's own Python warnings (e.g. about retracing) are lowered to errors only.
+    """
+    if "tensorflow" not in sys.modules:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 def backbone_spec(backbone: str) -> BackboneSpec:
@@ -193,6 +216,7 @@ def build_backbone(backbone: str, image_size: int | None = None,
     NetworkUnavailableError
         When the ImageNet weights cannot be downloaded.
     """
+    quiet_tensorflow()
     import keras
 
     spec = backbone_spec(backbone)

@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.images import load_rgb
-from lfhelpers.models.backbones import build_backbone, resolve_weights
+from lfhelpers.models.backbones import build_backbone, quiet_tensorflow, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ def split_backbone(backbone: Any, unfreeze_blocks: int) -> tuple[Any, Any | None
         From there to the backbone output (``None`` when ``unfreeze_blocks`` is 0). Its layers
         are those of ``backbone`` (shared, not copies).
     """
+    quiet_tensorflow()
     import keras
 
     k = int(unfreeze_blocks)
@@ -171,6 +172,7 @@ class FeatureCache:
         engine: str = "keras",
         precision: str = "float32",
     ) -> None:
+        quiet_tensorflow()
         import keras
 
         if engine not in ENGINES:
@@ -404,6 +406,7 @@ def make_dataset(
     tf.data.Dataset
         Batches of float32 pixels in [0, 255] (and labels).
     """
+    quiet_tensorflow()
     import tensorflow as tf
 
     size = int(image_size)

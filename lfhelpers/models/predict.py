@@ -63,6 +63,9 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Any, list[str], dict]:
         raise ConfigError(f"Labels file {lpath} not found next to the model; it is written by "
                           "XceptionClassifier.save together with the model.")
     meta = json.loads(lpath.read_text(encoding="utf-8"))
+    from lfhelpers.models.backbones import quiet_tensorflow
+
+    quiet_tensorflow()
     import keras
 
     try:

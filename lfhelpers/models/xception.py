@@ -32,18 +32,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from lfhelpers.errors import ConfigError, DataError, LFError
 from lfhelpers.fsutil import write_json
-from lfhelpers.models.backbones import distribution_strategy, resolve_weights, set_seed
-from lfhelpers.models.evaluation import evaluate_predictions, label_indices
-from lfhelpers.models.features import FeatureCache, make_dataset, split_backbone
+from lfhelpers.models.backbones import (
+    distribution_strategy,
+    quiet_tensorflow,
+    resolve_weights,
+    set_seed,
+)
+
+quiet_tensorflow()  # before Keras loads it: no C++ start-up lines in the reports
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from lfhelpers.models.evaluation import evaluate_predictions, label_indices  # noqa: E402
+from lfhelpers.models.features import FeatureCache, make_dataset, split_backbone  # noqa: E402
 
 
 class EpochProgress(keras.callbacks.Callback):
