@@ -115,7 +115,7 @@ def _color(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     _import_tensorflow_quietly()
-    from lfhelpers.models.xception import predict_command
+    from lfhelpers.models.predict import predict_command
 
     return predict_command(args)
 

@@ -210,3 +210,63 @@ def rejects_gallery(rejects: pd.DataFrame, clean_dir: str | os.PathLike[str],
               zip(picks["reason"], picks["source"], strict=True)]
     return image_grid(paths, titles, ncols=min(6, len(paths)), size=2.0,
                       suptitle="Quarantined files (grey tile: not decodable)")
+
+
+def confusion_matrix(
+    confusion: pd.DataFrame,
+    title: str = "Confusion matrix",
+    ax: plt.Axes | None = None,
+    normalize: str | None = "true",
+) -> plt.Figure:
+    """Confusion matrix with scikit-learn's ``ConfusionMatrixDisplay``: colour share, text count.
+
+    Parameters
+    ----------
+    confusion : pandas.DataFrame
+        Counts; rows the true label, columns the predicted label (any Unicode labels).
+    title : str
+        Axes title.
+    ax : matplotlib Axes, optional
+        Where to draw; a new figure sized to the number of classes when omitted.
+    normalize : {"true", "pred", None}
+        What the colour shows: the share of the true class (row), of the predicted class
+        (column), or the count itself. The cell text is always the count.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    counts = confusion.to_numpy()
+    if normalize == "true":
+        color, bar = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1), \
+            "share of the true class"
+    elif normalize == "pred":
+        color, bar = counts / np.maximum(counts.sum(axis=0, keepdims=True), 1), \
+            "share of the predicted class"
+    else:
+        color, bar = counts, "images"
+    n = len(confusion)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(4.5, 0.7 * n + 2.5), max(4.0, 0.6 * n + 2)))
+    display = ConfusionMatrixDisplay(color, display_labels=[str(c) for c in confusion.columns])
+    display.plot(ax=ax, cmap="Blues", colorbar=False, include_values=False,
+                 xticks_rotation=40)
+    display.im_.set_clim(0, 1 if normalize else max(int(counts.max(initial=0)), 1))
+    ax.set_yticks(range(n), [str(c) for c in confusion.index])
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+    high = 0.5 * (1 if normalize else max(counts.max(initial=0), 1))
+    for i in range(n):
+        for j in range(n):
+            if counts[i, j]:
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if color[i, j] > high else "black")
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label")
+    ax.set_title(title)
+    fig = ax.figure
+    fig.colorbar(display.im_, ax=ax, fraction=0.046, pad=0.04, label=bar)
+    fig.tight_layout()
+    return fig

@@ -15,6 +15,7 @@ from lfhelpers.color.data import ColorData
 from lfhelpers.color.naming import COLOR_NAMES, NAME_SWATCHES, name_colors
 from lfhelpers.color.photos import Palette
 from lfhelpers.color.spaces import hls_grid
+from lfhelpers.plots import confusion_matrix
 
 
 def plot_color_counts(data: ColorData, ax: Any = None) -> Any:
@@ -39,8 +40,7 @@ def plot_color_counts(data: ColorData, ax: Any = None) -> Any:
 def plot_confusion(confusion: pd.DataFrame, title: str, ax: Any = None) -> Any:
     """Confusion matrix as a heat-map of row shares (the share of each true label).
 
-    A thin wrapper kept for notebook 04; it draws with scikit-learn's
-    :class:`~sklearn.metrics.ConfusionMatrixDisplay`, like the project's shared confusion plot.
+    Draws with the project's one confusion plot, :func:`lfhelpers.plots.confusion_matrix`.
 
     Parameters
     ----------
@@ -54,34 +54,8 @@ def plot_confusion(confusion: pd.DataFrame, title: str, ax: Any = None) -> Any:
     -------
     matplotlib.axes.Axes
     """
-    return _confusion_matrix(confusion, title, ax=ax, normalize="true")
-
-
-def _confusion_matrix(confusion_df: pd.DataFrame, title: str, ax: Any = None,
-                      normalize: str | None = "true") -> Any:
-    """Counts table (rows true, columns predicted) drawn by ConfusionMatrixDisplay;
-    ``normalize="true"`` shows the share of each row."""
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    values = confusion_df.to_numpy(dtype=float)
-    if normalize == "true":
-        values = values / np.maximum(values.sum(axis=1, keepdims=True), 1)
-    n = len(confusion_df)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(0.75 * n + 3, 0.65 * n + 2))
-    display = ConfusionMatrixDisplay(values, display_labels=list(confusion_df.columns))
-    display.plot(ax=ax, cmap="Blues", xticks_rotation=45,
-                 values_format=".2f" if normalize else "g", colorbar=True)
-    if normalize:
-        display.im_.set_clim(0, 1)
-    for text in display.text_.ravel():
-        text.set_fontsize(7)
-    ax.set_yticks(range(n), list(confusion_df.index))
-    ax.set_xlabel("predicted label")
-    ax.set_ylabel("true label")
-    ax.set_title(title)
-    return ax
+    figure = confusion_matrix(confusion, title, ax=ax, normalize="true")
+    return ax if ax is not None else figure.axes[0]
 
 
 def plot_decision_regions(

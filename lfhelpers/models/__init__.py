@@ -1,5 +1,12 @@
 """The category classifier: ImageNet Xception fine-tuned on the item photos (notebook 03).
 
-xception   backbone weights and building, the trunk feature cache, the classifier, evaluation,
-           figures, saving/loading and ``predict``
+backbones   weights resolution (``imagenet`` | file | ``none`` | ``auto``), building any Keras
+            application, seeding, the ``tf.distribute`` strategy (shared with the embeddings)
+features    the frozen trunk run once per photo (:class:`FeatureCache`), on Keras or OpenVINO
+xception    :class:`XceptionClassifier` (fit, predict_proba, evaluate, save, load)
+evaluation  scikit-learn scores, comparison and top-k tables, learning curves, mistake gallery
+predict     load a saved model, top-k of photos, the ``predict`` command
+leak        augmented training rows, the augmentation-leak demo, the LostNet paper's protocol
+
+Importing this package is cheap: TensorFlow loads with the modules that need it.
 """

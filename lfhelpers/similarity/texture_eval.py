@@ -35,6 +35,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from lfhelpers.errors import DataError
+from lfhelpers.plots import confusion_matrix as confusion_matrix_plot
 from lfhelpers.similarity.image_features import Extraction
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def evaluate(features: np.ndarray, labels: Sequence[str], seed: int = 42, n_spli
 
 def plot_confusion(confusion: pd.DataFrame, title: str = "Confusion matrix (leave-one-out)",
                    ax: plt.Axes | None = None) -> plt.Axes:
-    """Confusion matrix as an annotated heat-map (rows true, columns predicted).
+    """Confusion matrix with counts (rows true, columns predicted), by the one shared plot.
 
     Parameters
     ----------
@@ -152,22 +153,8 @@ def plot_confusion(confusion: pd.DataFrame, title: str = "Confusion matrix (leav
     -------
     matplotlib.axes.Axes
     """
-    n = len(confusion)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(max(6.5, 0.8 * n + 3.5), max(5.0, 0.7 * n + 2.5)))
-    values = confusion.to_numpy()
-    image = ax.imshow(values, cmap="Blues")
-    ax.figure.colorbar(image, ax=ax, label="images")
-    for (i, j), count in np.ndenumerate(values):
-        ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
-                color="white" if count > values.max() / 2 else "black")
-    ax.set_xticks(range(n), confusion.columns, rotation=45, ha="right")
-    ax.set_yticks(range(n), confusion.index)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(title)
-    ax.figure.tight_layout()
-    return ax
+    figure = confusion_matrix_plot(confusion, title, ax=ax, normalize=None)
+    return ax if ax is not None else figure.axes[0]
 
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}

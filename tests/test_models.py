@@ -25,27 +25,29 @@ from lfhelpers.cli import main as cli_main
 from lfhelpers.data import sample_per_class  # noqa: E402
 from lfhelpers.data.fixtures import make_synthetic_dataset  # noqa: E402
 from lfhelpers.errors import ConfigError, DataError, LFError  # noqa: E402
-from lfhelpers.models.xception import (  # noqa: E402
-    DEFAULT_WEIGHTS_FILE,
-    WEIGHTS_ENV,
-    FeatureCache,
-    XceptionClassifier,
-    augmentation_leak_demo,
-    augmented_training_set,
-    build_backbone,
+from lfhelpers.images import load_rgb  # noqa: E402
+from lfhelpers.models.backbones import WEIGHTS_DIR, build_backbone, resolve_weights  # noqa: E402
+from lfhelpers.models.evaluation import (  # noqa: E402
     comparison_table,
+    epoch_table,
     evaluate_predictions,
-    labels_path,
-    load_image,
     mistake_gallery,
-    plot_confusion_matrix,
     plot_learning_curves,
-    resolve_weights,
-    split_backbone,
     top_k_table,
 )
+from lfhelpers.models.features import FeatureCache, split_backbone  # noqa: E402
+from lfhelpers.models.leak import (  # noqa: E402
+    augmentation_leak_demo,
+    augmented_training_set,
+    paper_protocol_scores,
+)
+from lfhelpers.models.predict import labels_path  # noqa: E402
+from lfhelpers.models.xception import XceptionClassifier  # noqa: E402
+from lfhelpers.plots import confusion_matrix  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS_ENV = "LF_XCEPTION_WEIGHTS"
+DEFAULT_WEIGHTS_FILE = WEIGHTS_DIR / "xception_imagenet_notop.weights.h5"
 SIZE = 71
 # Keras's own model saving trips a NumPy 2 deprecation notice; it is not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -80,7 +82,7 @@ def cache() -> FeatureCache:
 def _params(**extra):
     params = dict(image_size=SIZE, weights="none", unfreeze_blocks=1, batch_size=16, epochs=2,
                   learning_rate=1e-3, fine_tune_epochs=1, fine_tune_learning_rate=1e-4,
-                  class_weight="balanced", patience=2, seed=0, verbose=0)
+                  class_weight="balanced", patience=2, seed=0, progress=False)
     params.update(extra)
     return params
 
@@ -96,33 +98,36 @@ def fitted(data, cache) -> XceptionClassifier:
 
 def test_resolve_weights(tmp_path, monkeypatch):
     monkeypatch.delenv(WEIGHTS_ENV, raising=False)
-    assert resolve_weights("none") is None and resolve_weights("NONE") is None
-    assert resolve_weights("imagenet") == "imagenet"
+    assert resolve_weights("xception", "none") is None
+    assert resolve_weights("xception", "NONE") is None
+    assert resolve_weights("xception", "imagenet") == "imagenet"
     file = tmp_path / "w.weights.h5"
     file.write_bytes(b"x")
-    assert resolve_weights(str(file)) == str(file.resolve())
+    assert resolve_weights("xception", str(file)) == str(file.resolve())
     monkeypatch.setenv(WEIGHTS_ENV, "none")
-    assert resolve_weights("") is None, "empty parameter falls back to the environment"
-    assert resolve_weights("imagenet") == "imagenet", "an explicit parameter wins"
+    assert resolve_weights("xception", "") is None, "empty falls back to the environment"
+    assert resolve_weights("xception", "auto") is None
+    assert resolve_weights("xception", "imagenet") == "imagenet", "an explicit parameter wins"
     with pytest.raises(ConfigError, match="does not exist"):
-        resolve_weights(str(tmp_path / "missing.weights.h5"))
+        resolve_weights("xception", str(tmp_path / "missing.weights.h5"))
 
 
 def test_resolve_weights_default_prefers_local_file(tmp_path, monkeypatch):
     monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    monkeypatch.delenv("LF_DATA_MIRROR", raising=False)
     monkeypatch.chdir(tmp_path)
     if not (ROOT / DEFAULT_WEIGHTS_FILE).is_file():
-        assert resolve_weights(None) == "imagenet"
+        assert resolve_weights("xception", None) == "imagenet"
     local = tmp_path / DEFAULT_WEIGHTS_FILE
     local.parent.mkdir(parents=True)
     local.write_bytes(b"x")
-    assert resolve_weights(None) == str(local.resolve())
+    assert resolve_weights("xception", None) == str(local.resolve())
 
 
 def test_backbone_size_and_split():
     with pytest.raises(ConfigError, match="at least 71"):
-        build_backbone(64, None)
-    backbone = build_backbone(SIZE, None)
+        build_backbone("xception", 64, None, pooling=None)
+    backbone, _, _ = build_backbone("xception", SIZE, None, pooling=None)
     x = np.random.default_rng(0).uniform(-1, 1, (2, SIZE, SIZE, 3)).astype("float32")
     whole = backbone(x, training=False)
     for k in (1, 3):
@@ -202,8 +207,8 @@ def test_fine_tune_on_images_with_online_augmentation(data, cache):
     assert list(clf.history_["phase"].unique()) == ["1 head", "2 fine-tune"]
     assert clf.n_train_ == len(train), "online augmentation adds no fixed copies"
     test = data[data.split == "test"]
-    assert np.allclose(clf.predict_proba(test), clf.model_.predict(
-        np.stack([load_image(f, SIZE) for f in test["file"]]), verbose=0), atol=1e-3)
+    pixels = np.stack([load_rgb(f, SIZE) for f in test["file"]]).astype("float32")
+    assert np.allclose(clf.predict_proba(test), clf.model_.predict(pixels, verbose=0), atol=1e-3)
 
 
 def test_unreadable_training_image_is_skipped_with_reason(data, cache, tmp_path, caplog):
@@ -212,7 +217,7 @@ def test_unreadable_training_image_is_skipped_with_reason(data, cache, tmp_path,
     bad.write_bytes(b"<html>not an image</html>")
     train = pd.concat([data[data.split == "train"],
                        pd.DataFrame([{"file": str(bad), "label": "ball"}])], ignore_index=True)
-    with caplog.at_level(logging.WARNING, logger="lfhelpers.classifier"):
+    with caplog.at_level(logging.WARNING, logger="lfhelpers.models.features"):
         clf = XceptionClassifier(feature_cache=cache, **_params(fine_tune_epochs=0,
                                                                 epochs=1)).fit(train)
     assert clf.n_train_ == len(train) - 1
@@ -278,21 +283,6 @@ def test_predict_cli(fitted, data, tmp_path, capsys):
     capsys.readouterr()
     assert cli_main(["predict", "--model", str(tmp_path / "nope.keras"), good[0]]) == 2
     assert "not found" in capsys.readouterr().err
-
-
-def test_load_image_applies_exif_orientation(tmp_path):
-    from PIL import Image
-
-    img = Image.new("RGB", (100, 80), (255, 0, 0))
-    img.paste((0, 0, 255), (0, 0, 50, 80))  # left half blue
-    exif = Image.Exif()
-    exif[0x0112] = 3  # rotated 180 degrees
-    img.save(tmp_path / "r.jpg", exif=exif, quality=95)
-    arr = load_image(tmp_path / "r.jpg", 72)
-    assert arr.shape == (72, 72, 3) and arr.dtype == np.float32
-    assert arr[36, 5, 0] > 200 and arr[36, 66, 2] > 200, "displayed as the camera meant it"
-    with pytest.raises(DataError):
-        load_image(tmp_path / "none.jpg", 72)
 
 
 # ------------------------------------------------------------------ evaluation helpers
@@ -367,7 +357,7 @@ def test_plots_have_titles_and_labels(fitted, data):
     fig = plot_learning_curves(fitted.history_, "curves")
     assert fig._suptitle.get_text() == "curves"
     assert all(ax.get_xlabel() == "epoch" for ax in fig.axes)
-    fig = plot_confusion_matrix(result["confusion"], "cm")
+    fig = confusion_matrix(result["confusion"], "cm")
     assert fig.axes[0].get_title() == "cm" and fig.axes[0].get_ylabel() == "true label"
     test = data[data.split == "test"].reset_index(drop=True)
     proba = np.tile(np.eye(4)[[1]], (len(test), 1))  # always "card": most are mistakes
@@ -405,3 +395,142 @@ def test_imagenet_weights_learn_the_synthetic_classes(tmp_path, monkeypatch):
                                        fine_tune_epochs=0, patience=5)).fit(
         df[df.split == "train"], df[df.split == "val"])
     assert clf.evaluate(df[df.split == "test"])["top1"] >= 0.9
+
+
+# ------------------------------------------------------------------ additions
+
+
+def test_balanced_class_weights_follow_scikit_learn(cache):
+    clf = XceptionClassifier(class_weight="balanced")
+    y = np.eye(3, dtype=np.float32)[[0, 0, 0, 1]]  # class 2 absent
+    weights = clf._class_weights(y)
+    assert weights == pytest.approx({0: 4 / (2 * 3), 1: 4 / (2 * 1), 2: 0.0})
+
+
+def test_training_shows_one_bar_and_an_epoch_table(data, cache, capsys):
+    train, val = data[data.split == "train"], data[data.split == "val"]
+    clf = XceptionClassifier(feature_cache=cache, **_params(fine_tune_epochs=0, epochs=3,
+                                                            progress=True)).fit(train, val)
+    err = capsys.readouterr().err
+    assert "training phase1" in err and "Epoch 1/" not in err, "no Keras per-epoch log lines"
+    table = epoch_table(clf.history_)
+    assert list(table.index.names) == ["phase", "epoch"] and len(table) == len(clf.history_)
+
+
+def test_pooled_cache_head_only(data):
+    pooled = FeatureCache(image_size=SIZE, weights="none", unfreeze_blocks=0, batch_size=16,
+                          progress=False)
+    assert pooled.pooled and pooled.feature_shape == (2048,)
+    train, val = data[data.split == "train"], data[data.split == "val"]
+    clf = XceptionClassifier(feature_cache=pooled, **_params(unfreeze_blocks=0,
+                                                             fine_tune_epochs=0)).fit(train, val)
+    test = data[data.split == "test"]
+    whole = clf.model_.predict(np.stack([load_rgb(f, SIZE) for f in test["file"]])
+                               .astype("float32"), verbose=0)
+    assert np.allclose(clf.predict_proba(test), whole, atol=1e-3)
+
+
+def test_paper_protocol_scores(data, cache):
+    result = paper_protocol_scores(data, feature_cache=cache, **_params())
+    assert result["n_train"] + result["n_test"] == len(data)
+    assert 0 <= result["top1"] <= result["top3"] <= 1
+    assert result["near_duplicate_groups_split"] == 0, "the fixture's groups are singletons"
+
+
+def test_openvino_engine_matches_the_tensorflow_trunk(data):
+    pytest.importorskip("openvino", reason="the openvino package is not installed")
+    files = list(data["file"].iloc[:6])
+    ref = FeatureCache(SIZE, "none", 1, progress=False, seed=0)
+    ov = FeatureCache(SIZE, "none", 1, progress=False, seed=0, engine="openvino")
+    for target, source in zip(ov.backbone.weights, ref.backbone.weights, strict=True):
+        target.assign(source)  # same random weights; "none" draws new ones per cache
+    ov._start_engine("openvino", "float32")
+    a, b = ref.features(files).astype("float32"), ov.features(files).astype("float32")
+    assert ov.engine == "openvino"
+    assert np.abs(a - b).max() <= 1e-2 * max(1.0, float(np.abs(a).max()))  # float16 storage
+
+
+def test_distribute_strategy_choice():
+    from lfhelpers.models.backbones import distribution_strategy
+
+    assert type(distribution_strategy("default")).__name__ == "_DefaultDistributionStrategy"
+    assert type(distribution_strategy("auto")).__name__ == "_DefaultDistributionStrategy"
+    with pytest.raises(ConfigError, match="distribute"):
+        distribution_strategy("tpu")
+
+
+@pytest.mark.slow
+def test_mirrored_training_on_two_cpu_devices(tmp_path):
+    """Build and train under MirroredStrategy with two logical CPUs (in its own process)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import numpy as np, pandas as pd
+        from lfhelpers.data.fixtures import make_synthetic_dataset
+        from lfhelpers.models.xception import XceptionClassifier
+        root = {str(tmp_path)!r}
+        make_synthetic_dataset(root, n_per_class=6, size=72, seed=1)
+        import pathlib
+        files = sorted(str(p) for p in pathlib.Path(root).glob("*/*.jpg"))
+        df = pd.DataFrame({{"file": files, "label": [pathlib.Path(f).parent.name for f in files]}})
+        clf = XceptionClassifier(image_size=71, weights="none", unfreeze_blocks=1, epochs=1,
+                                 fine_tune_epochs=1, batch_size=8, distribute="mirrored",
+                                 progress=False).fit(df, df)
+        print("replicas", clf.strategy_.num_replicas_in_sync)
+        print("proba", clf.predict_proba(df).shape)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "replicas 2" in done.stdout and "proba (" in done.stdout
+
+
+def test_predict_expands_folders(fitted, data, tmp_path, capsys):
+    model = fitted.save(tmp_path / "m.keras")[0]
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    sources = list(data[data.split == "test"]["file"].iloc[:2])
+    for name, src in zip(["b.jpg", "sub/a.jpg"], sources, strict=True):
+        (folder / name).write_bytes(Path(src).read_bytes())
+    (folder / "notes.txt").write_text("not a photo")
+    assert cli_main(["predict", "--model", str(model), str(folder)]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [e["path"] for e in lines] == [str(folder / "b.jpg"), str(folder / "sub" / "a.jpg")]
+    assert all(len(e["top3"]) == 3 for e in lines)
+    (tmp_path / "empty").mkdir()
+    assert cli_main(["predict", "--model", str(model), str(tmp_path / "empty")]) == 1
+    assert "no images found" in capsys.readouterr().err
+
+
+def test_predict_messages_have_no_python_exception_names(fitted, tmp_path, capsys):
+    model = fitted.save(tmp_path / "m.keras")[0]
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"<html>not an image</html>")
+    cli_main(["predict", "--model", str(model), str(bad), str(tmp_path / "missing.jpg")])
+    out = capsys.readouterr().out
+    for name in ("Error", "Exception", "Traceback", "UnidentifiedImage"):
+        assert name not in out
+    junk = tmp_path / "junk.keras"
+    junk.write_bytes(b"not a zip")
+    labels_path(junk).write_text('{"labels": ["a", "b"]}', encoding="utf-8")
+    assert cli_main(["predict", "--model", str(junk), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "not a readable Keras model" in err and "Error:" not in err
+
+
+def test_predict_help_does_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom lfhelpers.cli import main\ntry:\n    main(['predict', '--help'])\n"
+            "except SystemExit:\n    pass\nprint('tf' if 'tensorflow' in sys.modules else 'no tf')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert done.stdout.strip().endswith("no tf"), done.stdout + done.stderr
