@@ -75,6 +75,10 @@ class EpochProgress(keras.callbacks.Callback):
             self.bar.close()
 
 
+def _as_float32(x: Any, y: Any) -> tuple[Any, Any]:
+    return tf.cast(x, tf.float32), y
+
+
 def _one_hot(labels: Sequence[str], classes: Sequence[str]) -> np.ndarray:
     y = label_indices(labels, classes)
     out = np.zeros((len(y), len(classes)), np.float32)
@@ -361,8 +365,7 @@ class XceptionClassifier:
             ds = tf.data.Dataset.from_tensor_slices((x, y))
             if shuffle:
                 ds = ds.shuffle(len(x), seed=self.seed, reshuffle_each_iteration=True)
-            return ds.batch(int(self.batch_size)).map(
-                lambda a, b: (tf.cast(a, tf.float32), b)).prefetch(2)
+            return ds.batch(int(self.batch_size)).map(_as_float32).prefetch(2)
 
         self._compile(cut_model, self.fine_tune_learning_rate)
         hist = cut_model.fit(
