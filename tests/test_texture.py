@@ -277,7 +277,7 @@ def test_plots_are_titled_and_labelled(image_set):
     assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
     result = evaluate(index.features_, index.labels_, seed=0)
     ax = plot_confusion(result.confusion)
-    assert ax.get_xlabel() == "predicted label" and ax.get_ylabel() == "true class"
+    assert ax.get_xlabel() == "predicted label" and ax.get_ylabel() == "true label"
     plt.close("all")
 
 
