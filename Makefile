@@ -15,9 +15,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,crawl,lab,dask,search]'
 	@touch $@
 
-## Run every notebook on the real default data (profile cpu) into reports/runs/cpu-<time>
+## Run every notebook on the real default data (profile cpu) into reports/runs/demo (a rerun
+## reuses the notebooks whose inputs, parameters and code did not change) and publish it
 demo: setup
-	$(BIN)/python -m lfhelpers run --profile cpu --publish reports/latest
+	$(BIN)/python -m lfhelpers run --profile cpu --out reports/runs/demo --publish reports/latest
 
 ## Lint, unit tests, pipeline smoke test and the nbval regression check of the baselines
 test: setup lint
