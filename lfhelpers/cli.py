@@ -9,9 +9,11 @@ could not be read, 2 on any other error a user can act on (the message says what
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from lfhelpers.errors import LFError, PipelineError
@@ -89,53 +91,25 @@ def _clean(args: argparse.Namespace) -> int:
     return 0
 
 
-def _audit(args: argparse.Namespace) -> int:
-    from lfhelpers.data.audit import audit_command
+def _stage(module: str, function: str, tensorflow: bool = False) -> Callable[..., int]:
+    """A handler that imports ``module`` only when its verb runs and calls ``function(args)``."""
+    def handler(args: argparse.Namespace) -> int:
+        if tensorflow:
+            _import_tensorflow_quietly()
+        return getattr(importlib.import_module(module), function)(args)
 
-    return audit_command(args)
-
-
-def _fetch(args: argparse.Namespace) -> int:
-    from lfhelpers.data.sources import fetch_command
-
-    return fetch_command(args)
-
-
-def _crawl(args: argparse.Namespace) -> int:
-    from lfhelpers.crawl.crawler import crawl_command
-
-    return crawl_command(args)
+    handler.__name__ = f"_{function}"
+    return handler
 
 
-def _color(args: argparse.Namespace) -> int:
-    from lfhelpers.color.command import color_command
-
-    return color_command(args)
-
-
-def _predict(args: argparse.Namespace) -> int:
-    _import_tensorflow_quietly()
-    from lfhelpers.models.predict import predict_command
-
-    return predict_command(args)
-
-
-def _embed(args: argparse.Namespace) -> int:
-    from lfhelpers.similarity.commands import embed_command
-
-    return embed_command(args)
-
-
-def _index(args: argparse.Namespace) -> int:
-    from lfhelpers.similarity.commands import index_command
-
-    return index_command(args)
-
-
-def _search(args: argparse.Namespace) -> int:
-    from lfhelpers.similarity.commands import search_command
-
-    return search_command(args)
+_audit = _stage("lfhelpers.data.audit", "audit_command")
+_fetch = _stage("lfhelpers.data.sources", "fetch_command")
+_crawl = _stage("lfhelpers.crawl.crawler", "crawl_command")
+_color = _stage("lfhelpers.color.command", "color_command")
+_predict = _stage("lfhelpers.models.predict", "predict_command", tensorflow=True)
+_embed = _stage("lfhelpers.similarity.commands", "embed_command", tensorflow=True)
+_index = _stage("lfhelpers.similarity.commands", "index_command")
+_search = _stage("lfhelpers.similarity.commands", "search_command", tensorflow=True)
 
 
 # --------------------------------------------------------------------------- parsers

@@ -49,17 +49,9 @@ def project_root(start: str | os.PathLike[str] | None = None) -> Path:
 
 
 def use_project_root(start: str | os.PathLike[str] | None = None) -> Path:
-    """Make the project folder the working folder (first cell of every notebook).
+    """Make :func:`project_root` (from ``start``) the working folder; returns it.
 
-    Parameters
-    ----------
-    start : path-like, optional
-        Where to start looking (default: the working folder).
-
-    Returns
-    -------
-    pathlib.Path
-        The project folder, now the working folder.
+    The first cell of every notebook calls this.
     """
     root = project_root(start)
     os.chdir(root)

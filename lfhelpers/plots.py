@@ -150,6 +150,16 @@ def save_figure(fig: plt.Figure, out_dir: str | os.PathLike[str], name: str) -> 
     fig.savefig(path, dpi=150, bbox_inches="tight")
 
 
+def photo_tile(ax: plt.Axes, photo: str | os.PathLike[str] | None, size: int = 256) -> None:
+    """Draw a photo's thumbnail in ``ax`` without ticks or frame (``None``: an empty tile)."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if photo is not None:
+        ax.imshow(thumbnail(photo, size))
+
+
 def class_samples(manifest: pd.DataFrame, per_class: int = 6, seed: int = 0,
                   size: float = 1.6) -> plt.Figure:
     """A grid with one row of sample images per class (label on the left).
@@ -177,12 +187,7 @@ def class_samples(manifest: pd.DataFrame, per_class: int = 6, seed: int = 0,
         picks = rows.sample(min(per_class, len(rows)), random_state=seed)["file"].tolist()
         for c in range(per_class):
             ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if c < len(picks):
-                ax.imshow(thumbnail(picks[c]))
+            photo_tile(ax, picks[c] if c < len(picks) else None)
             if c == 0:
                 ax.set_ylabel(f"{label}\n({len(rows)})", rotation=0, ha="right", va="center",
                               fontsize=10)

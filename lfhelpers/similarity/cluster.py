@@ -35,7 +35,7 @@ from sklearn.metrics import (
 from threadpoolctl import threadpool_limits
 
 from lfhelpers.errors import ConfigError, DataError
-from lfhelpers.images import thumbnail
+from lfhelpers.plots import photo_tile
 from lfhelpers.similarity.duplicates import duplicate_recall
 from lfhelpers.similarity.embeddings import l2_normalize
 from lfhelpers.similarity.index import top_k_similar
@@ -329,12 +329,7 @@ def cluster_samples(files: Sequence[str | os.PathLike[str]], clusters: Sequence[
             name += f"\n{counts_here.index[0]} {counts_here.iloc[0] / len(members):.0%}"
         for c in range(per_cluster):
             ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if c < len(picks):
-                ax.imshow(thumbnail(files[picks[c]], 160))
+            photo_tile(ax, files[picks[c]] if c < len(picks) else None, 160)
             if c == 0:
                 ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
     fig.suptitle("Sample photos per cluster (size and most common label on the left)")
