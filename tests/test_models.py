@@ -257,9 +257,17 @@ def test_flip_tta_is_saved_with_the_model(data, cache, tmp_path):
     mirrored = clf.cut_model_.predict(cache.features(list(test["file"]), "fliplr").astype(
         "float32"), verbose=0)
     assert np.allclose(clf.predict_proba(test), (plain + mirrored) / 2, atol=1e-6)
-    loaded = XceptionClassifier.load(clf.save(tmp_path / "tta.keras")[0])
+    saved = clf.save(tmp_path / "tta.keras")[0]
+    loaded = XceptionClassifier.load(saved)
     assert loaded.flip_tta
     assert np.allclose(loaded.predict_proba(test), clf.predict_proba(test), atol=1e-4)
+    # notebook 06 embeds photos with the saved model: the pooled vector, not the probabilities
+    from lfhelpers.similarity.embeddings import Embedder
+
+    embedder = Embedder("classifier", model_path=saved, progress=False).fit()
+    vectors = embedder.extract(list(test["file"])[:3])
+    assert vectors.features.shape == (3, 2048)
+    assert set(embedder.top_k(list(test["file"])[:1])[str(test["file"].iloc[0])][0][0]) != set()
 
 
 def test_predict_cli(fitted, data, tmp_path, capsys):

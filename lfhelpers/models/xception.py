@@ -407,7 +407,7 @@ class XceptionClassifier:
         model = keras.Model(inp, head(x), name="xception_classifier")
         if not tta:
             return model
-        pixels = keras.Input((size, size, 3), name="pixels")
+        pixels = keras.Input((size, size, 3), name="photo")
         mirrored = keras.ops.flip(pixels, axis=2)  # left-right
         both = keras.layers.Average(name="flip_average")([model(pixels), model(mirrored)])
         return keras.Model(pixels, both, name="xception_classifier_flip_tta")

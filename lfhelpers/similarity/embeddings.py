@@ -279,6 +279,11 @@ class Embedder(TransformerMixin, BaseEstimator):
             raise ConfigError(f"backbone='classifier' needs model_path pointing at the .keras "
                               f"file of notebook 03; got {self.model_path!r}.")
         model = keras.models.load_model(path, compile=False)
+        # a model saved with flip test-time augmentation wraps the classifier: use the classifier
+        inner = [lay for lay in model.layers if isinstance(lay, keras.Model)
+                 and "avg_pool" in [sub.name for sub in lay.layers]]
+        if inner and "avg_pool" not in [lay.name for lay in model.layers]:
+            model = inner[0]
         cut = pooled_layer(model, self.layer)
         self.model_ = keras.Model(model.inputs, cut.output, name="classifier_embedding")
         self.preprocess_ = lambda x: x
