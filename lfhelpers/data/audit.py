@@ -350,7 +350,8 @@ def review_template(report: AuditReport, issues: tuple[str, ...] = (
     path = report.clean_dir / name
     rows = report.findings[report.findings["issue"].isin(issues)]
     corrections_template(rows, path)
-    return path
+    # shown to the analyst: relative to the working folder (the project) when inside it
+    return Path(os.path.relpath(path)) if path.is_relative_to(Path.cwd()) else path
 
 
 def audit_summary(report: AuditReport) -> dict:
