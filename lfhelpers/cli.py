@@ -283,6 +283,9 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nprobe", type=int, default=None, help="IVF cells searched per query")
     p.add_argument("--encoding", default="",
                    help="IVF storage: Flat, SQ8 or PQ<m> (default: Flat below 2 GB, else SQ8)")
+    p.add_argument("--no-center", dest="center", action="store_false",
+                   help="keep the gallery mean in the vectors (default: subtract it from "
+                        "gallery and query vectors, which measured better)")
     p.set_defaults(func=_index)
 
 

@@ -94,6 +94,24 @@ def test_query_returns_ranked_matches_by_vector_and_by_path():
     assert frame["correct"].iloc[0]
 
 
+def test_centred_gallery_is_kept_with_the_index(tmp_path):
+    # every vector shares a large offset: centring ranks by what differs, and a saved index
+    # applies the same mean to new queries
+    x, labels = blobs(n_per=5)
+    shifted = x + 5.0
+    paths = [f"g{i}.jpg" for i in range(len(x))]
+    index = match.GalleryIndex(center=True).fit(shifted, paths, labels)
+    np.testing.assert_allclose(index.mean_, (shifted / np.linalg.norm(
+        shifted, axis=1, keepdims=True)).mean(axis=0), rtol=1e-5)
+    loaded = match.GalleryIndex.load(index.save(tmp_path / "idx"))
+    assert loaded.center and loaded.mean_ is not None
+    query = shifted[3] + 0.01
+    assert loaded.query(query, k=3) == index.query(query, k=3)
+    assert loaded.query(query, k=1)[0].path == "g3.jpg"
+    plain = match.GalleryIndex().fit(shifted, paths, labels).save(tmp_path / "idx")
+    assert match.GalleryIndex.load(plain).mean_ is None  # re-saved without centring
+
+
 def test_index_errors_say_what_to_do():
     x, _ = blobs(n_per=2)
     with pytest.raises(DataError, match="call fit"):

@@ -1,4 +1,4 @@
-"""Tests of the retrieval post-processing (GeM, PCA whitening, DBA, QE, k-reciprocal)."""
+"""Tests of the retrieval post-processing (GeM, centering, PCA whitening, DBA, QE, k-reciprocal)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from lfhelpers.errors import ConfigError
 from lfhelpers.similarity import postprocess as pp
 from lfhelpers.similarity.retrieval import retrieval_scores
 
-ALL_STEPS = ["", "pcaw", "dba", "aqe", "krr", "dba+aqe", "pcaw+dba+aqe"]
+ALL_STEPS = ["", "center", "pcaw", "dba", "aqe", "krr", "dba+aqe", "pcaw+dba+aqe",
+             "center+dba+aqe"]
 
 
 def noisy_classes(per: int = 15, classes: int = 8, d: int = 48, noise: float = 1.6,
@@ -64,3 +65,18 @@ def test_whitening_gives_unit_vectors_and_steps_are_checked():
     assert pp.parse_steps("none") == []
     with pytest.raises(ConfigError, match="Unknown"):
         pp.parse_steps("magic")
+
+
+def test_centering_removes_what_every_photo_shares():
+    # an offset common to all photos (ReLU features are all positive) hides the classes from
+    # cosine similarity; subtracting the gallery mean gives the ranking of the classes back
+    x, labels = noisy_classes()
+    original, _ = retrieval_scores(x, labels, ks=(5,))
+    plain, _ = retrieval_scores(x + 3.0, labels, ks=(5,))
+    centred, _ = retrieval_scores(x + 3.0, labels, ks=(5,), postprocess="center")
+    assert centred["p_at_5"] > plain["p_at_5"] + 0.05
+    assert centred["p_at_5"] >= original["p_at_5"] - 0.01
+    g, q = pp.center(x + 3.0, x[:3] + 3.0)
+    np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-5)
+    assert abs(float(g.mean(axis=0).sum())) < abs(float((x + 3.0).mean(axis=0).sum())) / 100
+    assert pp.parse_steps("aqe+center") == ["center", "aqe"]

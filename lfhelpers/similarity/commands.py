@@ -2,8 +2,9 @@
 
 ``embed DATA_DIR --out EMB_DIR`` writes Parquet shards of embeddings (in-process, or on Dask
 workers with ``--scheduler``); ``index EMB_DIR --out INDEX_DIR`` builds one nearest-neighbour
-index (exact below ``--exact-below`` photos, else IVF; or the ``--kind`` asked for) with its
-parameters and the embedding settings recorded; ``search INDEX_DIR IMAGE...`` embeds each photo
+index (exact below ``--exact-below`` photos, else IVF; or the ``--kind`` asked for) of the
+centred vectors (``--no-center``: as embedded) with its parameters, the gallery mean and the
+embedding settings recorded; ``search INDEX_DIR IMAGE...`` embeds each photo
 the same way and prints one JSON line per photo with its ``neighbours`` (path, label, score).
 """
 
@@ -57,11 +58,13 @@ def index_command(args: argparse.Namespace) -> int:
     params = {k: v for k, v in (("nlist", args.nlist), ("nprobe", args.nprobe),
                                 ("encoding", args.encoding)) if v}
     gallery = GalleryIndex(backend=KINDS[args.kind], exact_below=args.exact_below,
-                           **params).fit(vectors, rows["path"], rows["label"])
+                           center=args.center, **params).fit(vectors, rows["path"],
+                                                             rows["label"])
     gallery.save(args.out, embedding=spec)
     idx = gallery.index_
     print(f"index of {idx.n_items_} vectors ({idx.dim_}-d): {idx.backend_} "
           f"{ {k: v for k, v in idx.params_.items() if k not in ('backend', 'metric')} }, "
+          f"{'centred, ' if args.center else ''}"
           f"{idx.memory_bytes() / 2**20:.1f} MiB, built in {idx.build_seconds_:.1f} s "
           f"-> {args.out}")
     return 0

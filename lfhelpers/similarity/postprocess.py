@@ -5,6 +5,8 @@ retrieval with no human annotation", 2018; Zhong et al., "Re-ranking person re-i
 with k-reciprocal encoding", 2017) and need no training labels:
 
 * :func:`gem_pool`: generalised-mean pooling of the last feature map instead of the average;
+* :func:`center`: the gallery's mean vector subtracted, then L2 normalisation (what all photos
+  share, e.g. "a photo of an object on a plain background", stops counting as similarity);
 * :class:`PCAWhitening`: PCA learned on the gallery, components scaled to unit variance (with a
   power ``shrink`` that softens the scaling), then L2 normalisation;
 * :func:`database_augmentation` (DBA): each gallery vector replaced by the weighted mean of
@@ -31,7 +33,7 @@ from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.similarity.index import l2_rows
 
 #: Post-processing steps of :func:`postprocess`, in the order they are applied.
-STEPS = ("pcaw", "dba", "aqe", "krr")
+STEPS = ("center", "pcaw", "dba", "aqe", "krr")
 
 
 def gem_pool(maps: np.ndarray, p: float = 3.0, eps: float = 1e-6) -> np.ndarray:
@@ -54,6 +56,26 @@ def pool_maps(maps: np.ndarray, pooling: str = "avg", p: float = 3.0) -> np.ndar
     if pooling == "gem":
         return gem_pool(maps, p)
     raise ConfigError(f"pooling must be 'avg', 'gem' or 'max', got {pooling!r}.")
+
+
+def center(gallery: np.ndarray, queries: np.ndarray | None = None
+           ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Subtract the mean of the (unit) gallery vectors from gallery and queries, re-normalise.
+
+    Parameters
+    ----------
+    gallery : ndarray of shape (n, d)
+    queries : ndarray of shape (m, d), optional
+
+    Returns
+    -------
+    gallery, queries : ndarray
+        L2-normalised rows (``queries`` stays ``None`` when not given).
+    """
+    g = l2_rows(np.asarray(gallery, np.float32))
+    mean = g.mean(axis=0, keepdims=True)
+    q = None if queries is None else l2_rows(np.asarray(queries, np.float32)) - mean
+    return l2_rows(g - mean), None if q is None else l2_rows(q)
 
 
 class PCAWhitening(TransformerMixin, BaseEstimator):
@@ -267,7 +289,7 @@ def postprocess(gallery: np.ndarray, queries: np.ndarray | None = None,
     queries : ndarray of shape (m, d), optional
         ``None``: leave-one-out, each gallery photo queries the others.
     steps : sequence of str or str
-        Some of :data:`STEPS` (``"pcaw+dba+aqe"``).
+        Some of :data:`STEPS` (``"center+dba+aqe"``), applied in the order of :data:`STEPS`.
     pcaw_dim, pcaw_shrink
         :class:`PCAWhitening` parameters.
     dba_n, qe_n, alpha
@@ -284,6 +306,9 @@ def postprocess(gallery: np.ndarray, queries: np.ndarray | None = None,
     g = l2_rows(np.asarray(gallery, np.float32))
     q = g if loo else l2_rows(np.asarray(queries, np.float32))
     distances = None
+    if "center" in steps:  # the gallery mean (no labels; queries outside it do not move it)
+        g, q_centered = center(g, None if loo else q)
+        q = g if loo else q_centered
     if "pcaw" in steps:
         white = PCAWhitening(pcaw_dim, pcaw_shrink).fit(g)
         g = white.transform(g)
