@@ -144,7 +144,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _add_fetch(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "fetch", help="download (or copy from the offline mirror) a public data set",
-        description=f"Fetch a public data set (lostnet, caltech101_5, codingtrain_colors) or "
+        description="Fetch a public data set (lostnet, caltech101_5, caltech101, "
+                    "codingtrain_colors) or "
                     f"check a local folder into data/raw/<name>. With {MIRROR_ENV}=<folder> "
                     "the data are copied from <folder>/<name> instead.")
     p.add_argument("name", metavar="NAME", help="data-set name or a local folder")

@@ -108,5 +108,11 @@ def test_compare_features_table():
     assert table.loc["good", "dup_recall_at_1"] == 1.0
     assert np.isnan(table.loc["noise", "dup_recall_at_1"])
     assert table.loc["noise", "map"] < table.loc["good", "map"]
-    for column in ("dim", "p_at_5", "p_at_10", "agglomerative_nmi", "kmeans_purity"):
+    for column in ("dim", "p_at_5", "p_at_10", "loo_p_at_5", "agglomerative_nmi",
+                   "kmeans_purity"):
         assert column in table.columns
+    assert table.loc["good", "loo_p_at_5"] == 1.0 and "p_at_5_post" not in table.columns
+    post = cluster.compare_features({"good": x, "noise": noise}, y, gallery,
+                                    postprocess="center+dba+aqe", seed=0)
+    assert post.loc["good", "p_at_5_post"] == 1.0 and post.loc["good", "loo_p_at_5_post"] == 1.0
+    assert post.loc["noise", "loo_p_at_5_post"] < 0.6

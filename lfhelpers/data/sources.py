@@ -154,6 +154,25 @@ DATASETS: dict[str, Dataset] = {
             "github.com/MachineLearning2020/Homework2-Caltech101."
         ),
     ),
+    "caltech101": Dataset(
+        name="caltech101",
+        url=(
+            "https://codeload.github.com/MachineLearning2020/Homework2-Caltech101/tar.gz/"
+            f"{_CALTECH_COMMIT}"
+        ),
+        kind="archive",
+        filename=f"Homework2-Caltech101-{_CALTECH_COMMIT[:12]}.tar.gz",
+        subdir=f"Homework2-Caltech101-{_CALTECH_COMMIT}/101_ObjectCategories",
+        sha256=None,  # generated tarball, see lostnet
+        size_limit=1 << 30,
+        description=("All of Caltech 101 (102 folders, about 9,100 images); "
+                     "benchmarks/bench_retrieval.py scores search on its 36 animal classes."),
+        citation=(
+            "Caltech 101: L. Fei-Fei, R. Fergus, P. Perona, 'Learning generative visual models "
+            "from few training examples', CVPR Workshop 2004; copy from "
+            "github.com/MachineLearning2020/Homework2-Caltech101."
+        ),
+    ),
     "codingtrain_colors": Dataset(
         name="codingtrain_colors",
         url=(

@@ -39,6 +39,7 @@ from lfhelpers.plots import photo_tile
 from lfhelpers.similarity.duplicates import duplicate_recall
 from lfhelpers.similarity.embeddings import l2_normalize
 from lfhelpers.similarity.index import top_k_similar
+from lfhelpers.similarity.postprocess import parse_steps
 from lfhelpers.similarity.retrieval import retrieval_scores
 
 log = logging.getLogger(__name__)
@@ -345,6 +346,7 @@ def compare_features(
     duplicates: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
     seed: int = 0,
     ks: Sequence[int] = (1, 5, 10),
+    postprocess: Sequence[str] | str = (),
 ) -> pd.DataFrame:
     """Compare feature sets on retrieval, near-duplicate recall and clustering.
 
@@ -362,11 +364,16 @@ def compare_features(
     seed : int
     ks : sequence of int
         Cut-offs of precision@k.
+    postprocess : sequence of str or str
+        Retrieval post-processing (:mod:`lfhelpers.similarity.postprocess`, e.g.
+        ``"center+dba+aqe"``) also scored, as ``p_at_5_post`` and ``loo_p_at_5_post``.
 
     Returns
     -------
     pandas.DataFrame
-        One row per set: ``dim``, ``p_at_<k>``, ``map``, ``dup_recall_at_1/5`` (when given),
+        One row per set: ``dim``, ``p_at_<k>``, ``map`` (queries against the gallery),
+        ``loo_p_at_5`` (each gallery photo against the rest), with ``postprocess`` also
+        ``p_at_5_post`` and ``loo_p_at_5_post``, ``dup_recall_at_1/5`` (when given),
         ``kmeans_nmi/ari/purity`` and ``agglomerative_nmi/ari/purity``.
     """
     y = np.asarray(labels, dtype=str)
@@ -378,6 +385,12 @@ def compare_features(
         row: dict[str, float] = {"dim": x.shape[1]}
         summary, _ = retrieval_scores(x[g], y[g], x[~g], y[~g], ks=ks)
         row.update({key: summary[key] for key in (*[f"p_at_{k_}" for k_ in ks], "map")})
+        row["loo_p_at_5"] = retrieval_scores(x[g], y[g], ks=(5,))[0]["p_at_5"]
+        if parse_steps(postprocess):
+            row["p_at_5_post"] = retrieval_scores(x[g], y[g], x[~g], y[~g], ks=(5,),
+                                                  postprocess=postprocess)[0]["p_at_5"]
+            row["loo_p_at_5_post"] = retrieval_scores(x[g], y[g], ks=(5,),
+                                                      postprocess=postprocess)[0]["p_at_5"]
         if duplicates and name in duplicates:
             dup_x, orig = duplicates[name]
             _, idx = top_k_similar(l2_normalize(dup_x), l2_normalize(x[g]), min(5, int(g.sum())))
