@@ -36,7 +36,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -115,6 +115,26 @@ _LOSTNET_COMMIT = "3f361eebbb00876520a530616ff1d8a613b2bfe8"
 _CALTECH_COMMIT = "836044dd000296b2bb74d0aa4b4e462e459b01d7"
 _COLORS_COMMIT = "e575fab0a5295eea3dfefb5c580a21c27911cf73"
 
+_CALTECH101 = Dataset(
+    name="caltech101",
+    url=(
+        "https://codeload.github.com/MachineLearning2020/Homework2-Caltech101/tar.gz/"
+        f"{_CALTECH_COMMIT}"
+    ),
+    kind="archive",
+    filename=f"Homework2-Caltech101-{_CALTECH_COMMIT[:12]}.tar.gz",
+    subdir=f"Homework2-Caltech101-{_CALTECH_COMMIT}/101_ObjectCategories",
+    sha256=None,  # GitHub generates the tarball on request; its bytes are not guaranteed
+    size_limit=1 << 30,
+    description=("All of Caltech 101 (102 folders, about 9,100 images); "
+                 "benchmarks/bench_retrieval.py scores search on its 36 animal classes."),
+    citation=(
+        "Caltech 101: L. Fei-Fei, R. Fergus, P. Perona, 'Learning generative visual models "
+        "from few training examples', CVPR Workshop 2004; copy from "
+        "github.com/MachineLearning2020/Homework2-Caltech101."
+    ),
+)
+
 #: The registry of public data sets, by name.
 DATASETS: dict[str, Dataset] = {
     "lostnet": Dataset(
@@ -135,44 +155,13 @@ DATASETS: dict[str, Dataset] = {
             "(paper CC BY 4.0; the repository github.com/mh-zhou/idea-LostNet states no licence)."
         ),
     ),
-    "caltech101_5": Dataset(
+    "caltech101_5": replace(
+        _CALTECH101,
         name="caltech101_5",
-        url=(
-            "https://codeload.github.com/MachineLearning2020/Homework2-Caltech101/tar.gz/"
-            f"{_CALTECH_COMMIT}"
-        ),
-        kind="archive",
-        filename=f"Homework2-Caltech101-{_CALTECH_COMMIT[:12]}.tar.gz",
-        subdir=f"Homework2-Caltech101-{_CALTECH_COMMIT}/101_ObjectCategories",
         classes=("BACKGROUND_Google", "brain", "crayfish", "helicopter", "okapi"),
-        sha256=None,  # generated tarball, see lostnet
-        size_limit=1 << 30,
         description="Five Caltech 101 categories used by the CNN tutorial (762 images).",
-        citation=(
-            "Caltech 101: L. Fei-Fei, R. Fergus, P. Perona, 'Learning generative visual models "
-            "from few training examples', CVPR Workshop 2004; copy from "
-            "github.com/MachineLearning2020/Homework2-Caltech101."
-        ),
     ),
-    "caltech101": Dataset(
-        name="caltech101",
-        url=(
-            "https://codeload.github.com/MachineLearning2020/Homework2-Caltech101/tar.gz/"
-            f"{_CALTECH_COMMIT}"
-        ),
-        kind="archive",
-        filename=f"Homework2-Caltech101-{_CALTECH_COMMIT[:12]}.tar.gz",
-        subdir=f"Homework2-Caltech101-{_CALTECH_COMMIT}/101_ObjectCategories",
-        sha256=None,  # generated tarball, see lostnet
-        size_limit=1 << 30,
-        description=("All of Caltech 101 (102 folders, about 9,100 images); "
-                     "benchmarks/bench_retrieval.py scores search on its 36 animal classes."),
-        citation=(
-            "Caltech 101: L. Fei-Fei, R. Fergus, P. Perona, 'Learning generative visual models "
-            "from few training examples', CVPR Workshop 2004; copy from "
-            "github.com/MachineLearning2020/Homework2-Caltech101."
-        ),
-    ),
+    "caltech101": _CALTECH101,
     "codingtrain_colors": Dataset(
         name="codingtrain_colors",
         url=(

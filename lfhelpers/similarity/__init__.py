@@ -11,7 +11,7 @@ shards           embeddings as Parquet shards (``embed``), resumable, on Dask wo
 distributed      a Dask client from ``local``, ``local:N`` or ``tcp://host:8786``
 commands         the ``embed``, ``index`` and ``search`` commands
 index            the one nearest-neighbour index (exact, sklearn, faiss, hnswlib), distance matrices
-postprocess      PCA whitening, query expansion, DBA, k-reciprocal re-ranking
+postprocess      centering, PCA whitening, query expansion, DBA, k-reciprocal re-ranking
 gallery          found-items gallery: paths and labels over the index, saved and loaded
 retrieval        precision@k and mAP by label
 duplicates       near-duplicate queries and their recall
