@@ -33,9 +33,9 @@ Protocol: every configuration is also scored on ``--dev-classes`` (47 non-animal
 classes, sampled the same way); the one with the best leave-one-out P@5 there is ``selected``
 and its figures on the animal classes are the result. ``dev.chosen_by_budget`` holds the same
 choice among one-size descriptors (what notebook 06 can run: one ``image_size``, with or
-without ``flip``) and among one-pass descriptors (the ``cpu`` profile's budget). ``best_on_scored_classes`` (chosen on the
-animals themselves) is printed for reference only: picking the best of many rows on the photos
-that score them is optimistic.
+without ``flip``) and among one-pass descriptors (the ``cpu`` profile's budget).
+``best_on_scored_classes`` (chosen on the animals themselves) is printed for reference only:
+picking the best of many rows on the photos that score them is optimistic.
 
 Usage::
 
