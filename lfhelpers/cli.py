@@ -320,7 +320,7 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
                         "(quality flags only) (default %(default)s)")
     p.add_argument("--weights", default="auto", help="auto | imagenet | a weights file")
     p.add_argument("--image-size", type=int, default=224,
-                   help="embedding input side (default %(default)s, notebook 06's cpu size)")
+                   help="embedding input side (default %(default)s)")
     p.add_argument("--model", default=None, help="fine-tuned .keras model of notebook 03")
     p.add_argument("--cache-dir", default="data/cache",
                    help="cache root; vectors go to CACHE_DIR/embeddings (default %(default)s)")
