@@ -29,6 +29,7 @@ from lfhelpers.similarity.index import (
     available_backends,
     l2_rows,
 )
+from lfhelpers.similarity.postprocess import subtract_mean
 
 __all__ = ["APPROX_BACKENDS", "BACKENDS", "GalleryIndex", "Match", "available_backends"]
 
@@ -115,7 +116,7 @@ class GalleryIndex:
         self.mean_ = None
         if self.center:
             self.mean_ = l2_rows(vectors).mean(axis=0)
-            vectors = l2_rows(l2_rows(vectors) - self.mean_)
+            vectors = subtract_mean(vectors, self.mean_)
         self.index_ = NeighbourIndex("cosine", self.backend, n_jobs=self.n_jobs,
                                      hnsw_m=self.hnsw_m, ef_construction=self.ef_construction,
                                      ef_search=self.ef_search, **self.index_params).fit(vectors)
@@ -156,8 +157,8 @@ class GalleryIndex:
             vectors = np.asarray(self.embedder.transform(list(queries)), np.float32)
         else:
             vectors = np.atleast_2d(np.asarray(queries, np.float32))
-        if getattr(self, "mean_", None) is not None:
-            vectors = l2_rows(l2_rows(vectors) - self.mean_)
+        if self.mean_ is not None:
+            vectors = subtract_mean(vectors, self.mean_)
         return vectors
 
     def search(self, queries: Any, k: int = 10,

@@ -58,6 +58,11 @@ def pool_maps(maps: np.ndarray, pooling: str = "avg", p: float = 3.0) -> np.ndar
     raise ConfigError(f"pooling must be 'avg', 'gem' or 'max', got {pooling!r}.")
 
 
+def subtract_mean(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Unit rows of ``vectors`` minus ``mean`` (a gallery's mean unit vector), re-normalised."""
+    return l2_rows(l2_rows(np.asarray(vectors, np.float32)) - mean)
+
+
 def center(gallery: np.ndarray, queries: np.ndarray | None = None
            ) -> tuple[np.ndarray, np.ndarray | None]:
     """Subtract the mean of the (unit) gallery vectors from gallery and queries, re-normalise.
@@ -72,10 +77,9 @@ def center(gallery: np.ndarray, queries: np.ndarray | None = None
     gallery, queries : ndarray
         L2-normalised rows (``queries`` stays ``None`` when not given).
     """
-    g = l2_rows(np.asarray(gallery, np.float32))
-    mean = g.mean(axis=0, keepdims=True)
-    q = None if queries is None else l2_rows(np.asarray(queries, np.float32)) - mean
-    return l2_rows(g - mean), None if q is None else l2_rows(q)
+    mean = l2_rows(np.asarray(gallery, np.float32)).mean(axis=0)
+    return (subtract_mean(gallery, mean),
+            None if queries is None else subtract_mean(queries, mean))
 
 
 class PCAWhitening(TransformerMixin, BaseEstimator):
