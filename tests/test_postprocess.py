@@ -29,6 +29,11 @@ def test_gem_between_average_and_max():
     assert (gem >= maps.mean(axis=(1, 2)) - 1e-6).all() and (gem <= maps.max(axis=(1, 2))).all()
     with pytest.raises(ConfigError):
         pp.pool_maps(maps, "median")
+    # tiny activations (a network with random weights) keep their differences: proportional
+    tiny = maps * 1e-15
+    np.testing.assert_allclose(pp.gem_pool(tiny), 1e-15 * pp.gem_pool(maps), rtol=1e-4)
+    unit = pp.gem_pool(tiny) / np.linalg.norm(pp.gem_pool(tiny), axis=1, keepdims=True)
+    assert not np.allclose(unit[0], unit[1], atol=1e-3)  # not all clamped to one vector
 
 
 @pytest.mark.parametrize("steps", ALL_STEPS)
