@@ -83,9 +83,9 @@ def served_explorer(explore_params, tmp_path):
 def test_choosing_a_query_photo_shows_found_items(served_explorer, tmp_path):
     chromium, driver_path = _browser_or_skip()
     from selenium import webdriver
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     options = webdriver.ChromeOptions()
@@ -98,21 +98,28 @@ def test_choosing_a_query_photo_shows_found_items(served_explorer, tmp_path):
     try:
         driver.get(served_explorer)
         wait = WebDriverWait(driver, 240)  # a loaded shared machine can be slow
-        picker = wait.until(ec.presence_of_element_located(
-            (By.CSS_SELECTOR, ".lf-query-picker select")))
-        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".lf-results .lf-card img")))
-        choices = Select(picker)
-        assert len(choices.options) > 1
-        chosen = choices.options[1].text.split(" · ")[-1]
-        choices.select_by_index(1)
-        wait.until(lambda d: chosen in d.find_element(By.CSS_SELECTOR, ".lf-query").text)
-        cards = wait.until(ec.presence_of_all_elements_located(
-            (By.CSS_SELECTOR, ".lf-results .lf-card img")))
-        assert cards and all(c.get_attribute("src").startswith("data:image/jpeg") for c in cards)
+        # Each condition reads the page in one script call: the widgets re-render their HTML
+        # whenever the state changes, so an element found in one call may be gone in the next.
+        options_text = wait.until(lambda d: d.execute_script(
+            "const s = document.querySelector('.lf-query-picker select');"
+            "const cards = document.querySelectorAll('.lf-results .lf-card img');"
+            "return s && cards.length ? Array.from(s.options, o => o.text) : null;"))
+        assert len(options_text) > 1
+        chosen = options_text[1].replace("\xa0", " ").split(" · ")[-1]  # option text keeps &nbsp;
+        WebDriverWait(driver, 60, ignored_exceptions=(StaleElementReferenceException,)).until(
+            lambda d: Select(d.find_element(By.CSS_SELECTOR, ".lf-query-picker select"))
+            .select_by_index(1) or True)
+        sources = wait.until(lambda d: d.execute_script(
+            "const q = document.querySelector('.lf-query');"
+            "if (!q || !q.textContent.includes(arguments[0])) return null;"
+            "const cards = document.querySelectorAll('.lf-results .lf-card img');"
+            "return cards.length ? Array.from(cards, c => c.getAttribute('src')) : null;",
+            chosen))
+        assert all(src.startswith("data:image/jpeg") for src in sources)
         driver.save_screenshot(str(tmp_path / "explore.png"))
-        body = driver.find_element(By.TAG_NAME, "body").text
+        body = driver.execute_script("return document.body.innerText")
         for bad in ("Traceback", "Error", "went wrong", "could not"):
             assert bad not in body, body[:2000]
-        assert not driver.find_elements(By.CSS_SELECTOR, ".lf-notice")
+        assert not driver.execute_script("return document.querySelectorAll('.lf-notice').length")
     finally:
         driver.quit()
