@@ -1,0 +1,1 @@
+"""Batch jobs: embeddings as Parquet shards, on Dask workers."""

@@ -1,0 +1,1 @@
+"""How well retrieval works: precision by label, near-duplicates, same-item recall."""

@@ -1,0 +1,1 @@
+"""Per-photo features: texture, colour, CNN embeddings and local keypoints, with one cache."""

@@ -1,0 +1,1 @@
+"""Search: the one gallery index, its post-processing, and same-item verification."""
