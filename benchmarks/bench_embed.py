@@ -1,7 +1,7 @@
 """Embedding throughput: the in-process loop vs Dask with 1 and 2 worker processes.
 
 The same photos (``--per-class`` of each class of ``--data``, a clean set or class folders,
-default the lostnet mirror) are embedded by :func:`lfhelpers.similarity.shards.embed_folder`
+default the lostnet mirror) are embedded by :func:`lfhelpers.similarity.batch.shards.embed_folder`
 three ways, each into a fresh shard folder: in this process (no Dask), on a local Dask cluster
 of 1 worker process and of 2 worker processes (``--scheduler local:N``). Reported: photos per
 second (model building included, cluster start-up reported apart), the overhead of the Dask
@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 
 from lfhelpers.fsutil import write_json
-from lfhelpers.similarity.distributed import dask_client
-from lfhelpers.similarity.shards import (
+from lfhelpers.similarity.batch.distributed import dask_client
+from lfhelpers.similarity.batch.shards import (
     embed_folder,
     embedding_spec,
     list_photos,

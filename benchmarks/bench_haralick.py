@@ -48,9 +48,9 @@ from scipy.stats import binomtest
 
 from lfhelpers.data.fixtures import make_synthetic_dataset
 from lfhelpers.fsutil import write_json
-from lfhelpers.similarity.color_features import BOOK_SETTINGS, ColorHistogram
-from lfhelpers.similarity.texture import HaralickFeatures
-from lfhelpers.similarity.texture_eval import evaluate, labelled_files
+from lfhelpers.similarity.evaluation.texture import evaluate, labelled_files
+from lfhelpers.similarity.features.color import BOOK_SETTINGS, ColorHistogram
+from lfhelpers.similarity.features.texture import HaralickFeatures
 
 log = logging.getLogger("bench_haralick")
 

@@ -96,7 +96,7 @@ def run_case(name: str, gen: Generator, n: int, queries: np.ndarray, nlist: int,
              encoding: str, size: int, transform=None) -> dict:
     import faiss
 
-    from lfhelpers.similarity.index import NeighbourIndex
+    from lfhelpers.similarity.search.index import NeighbourIndex
 
     d = queries.shape[1]
     t0 = time.perf_counter()

@@ -18,7 +18,7 @@ photo and of its mirror image is computed once; the descriptors below are derive
 * pooling: average (the Keras default), GeM (p = 3), max;
 * ``flip``: the mean of the photo's and its mirror image's descriptor (two passes);
 * ``multiscale``: the mean of the unit descriptors at every size in ``--sizes``;
-* post-processing (:mod:`lfhelpers.similarity.postprocess`): the gallery mean subtracted
+* post-processing (:mod:`lfhelpers.similarity.search.postprocess`): the gallery mean subtracted
   (``center``), PCA whitening learned on the gallery (``pcaw``), database-side augmentation
   (``dba``), alpha query expansion (``aqe``), k-reciprocal re-ranking (``krr``), alone and
   combined, all with the library's default parameters.
@@ -58,8 +58,8 @@ import pandas as pd
 
 from lfhelpers.fsutil import write_json
 from lfhelpers.images import load_rgb
-from lfhelpers.similarity.postprocess import pool_maps
-from lfhelpers.similarity.retrieval import retrieval_scores
+from lfhelpers.similarity.evaluation.retrieval import retrieval_scores
+from lfhelpers.similarity.features.pooling import pool_maps
 
 SOURCE = ("https://github.com/MachineLearning2020/Homework2-Caltech101/tree/"
           "836044dd000296b2bb74d0aa4b4e462e459b01d7/101_ObjectCategories")
@@ -106,7 +106,7 @@ def extract(files: list[str], sizes: list[int], weights: str, batch: int,
     each finished pass is added to ``cache`` at once, so an interrupted run keeps its work and
     a rerun continues with the missing passes.
     """
-    from lfhelpers.similarity.embeddings import Embedder
+    from lfhelpers.similarity.features.cnn import Embedder
 
     out: dict[str, np.ndarray] = {}
     cost: dict[str, float] = {}

@@ -12,7 +12,7 @@ embedding), each method is built once and queried with vectors from outside the 
 * ``exact``: :class:`lfhelpers.match.GalleryIndex` default, one float32 matrix product per query
   block, exact cosine.
 * ``sklearn``: ``GalleryIndex(backend="sklearn")``, i.e. the scikit-learn backend of
-  :class:`lfhelpers.similarity.index.NeighbourIndex` (``NearestNeighbors``, cosine, brute).
+  :class:`lfhelpers.similarity.search.index.NeighbourIndex` (``NearestNeighbors``, cosine, brute).
 * ``faiss-hnsw`` / ``faiss-ivf`` / ``hnswlib``: approximate indexes behind the same API, when
   installed
   (``pip install faiss-cpu`` / ``hnswlib``); their recall@10 against the exact answer is
@@ -48,7 +48,7 @@ import pandas as pd
 from scipy.spatial.distance import cdist, pdist, squareform
 
 from lfhelpers.fsutil import write_json
-from lfhelpers.similarity.match import GalleryIndex, available_backends
+from lfhelpers.similarity.search.gallery import GalleryIndex, available_backends
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

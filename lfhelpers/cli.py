@@ -102,7 +102,7 @@ def _stage(module: str, function: str, tensorflow: bool = False) -> Callable[...
     return handler
 
 
-_audit = _stage("lfhelpers.data.audit", "audit_command")
+_audit = _stage("lfhelpers.audit.report", "audit_command")
 _fetch = _stage("lfhelpers.data.sources", "fetch_command")
 _crawl = _stage("lfhelpers.crawl.crawler", "crawl_command")
 _color = _stage("lfhelpers.color.command", "color_command")

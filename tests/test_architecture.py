@@ -1,4 +1,8 @@
-"""The package's shape: no import cycles, no reaching into another module's private names.
+"""The package's shape: layers that hold, no import cycles, no reaching into private names.
+
+Every module belongs to one layer of :data:`LAYERS` (the shared base at the bottom, the
+commands at the top) and may import only from its own layer or the ones below it; inside
+``similarity`` the folders have an order of their own (:data:`SIMILARITY_LAYERS`).
 
 The import graph is read from the source with :mod:`ast` (every ``import`` inside the package,
 at module level or inside functions), so the check costs milliseconds and needs no TensorFlow.
@@ -54,6 +58,64 @@ def _imports(modules: dict[str, Path]) -> dict[str, set[tuple[str, str]]]:
                     edges.add((sub, "") if sub in modules else (target, alias.name))
         found[name] = {(m, n) for m, n in edges if m in modules and m != name}
     return found
+
+
+#: Layers from the bottom up: a module may import its own layer and those below, never above.
+LAYERS = [
+    {"", "errors", "paths", "fsutil", "images", "http", "metrics", "plots"},  # shared base
+    {"pipeline"},  # the generic notebook runner: knows no stage
+    {"data"},
+    {"crawl"},
+    {"augment"},
+    {"color"},
+    {"models"},
+    {"similarity"},
+    {"audit"},
+    {"explore"},
+    {"cli", "__main__"},
+]
+#: Inside ``similarity``: features < search < evaluation, plots < cluster, matcher, batch < the
+#: extractor comparison and the commands.
+SIMILARITY_LAYERS = [
+    {"", "features"},
+    {"search"},
+    {"evaluation", "plots"},
+    {"cluster", "matcher", "batch"},
+    {"compare", "commands"},
+]
+
+
+def _rank(module: str) -> tuple[int, int]:
+    parts = module.split(".")[1:] + ["", ""]
+    top = next(i for i, names in enumerate(LAYERS) if parts[0] in names)
+    sub = 0
+    if parts[0] == "similarity":
+        sub = next(i for i, names in enumerate(SIMILARITY_LAYERS) if parts[1] in names)
+    return top, sub
+
+
+def test_every_module_has_a_layer():
+    unplaced = []
+    for module in _modules():
+        try:
+            _rank(module)
+        except StopIteration:
+            unplaced.append(module)
+    assert not unplaced, f"modules in no layer of LAYERS: {unplaced}"
+
+
+def test_imports_point_down_the_layers():
+    upward = sorted(f"{module} -> {target}"
+                    for module, edges in _imports(_modules()).items()
+                    for target, _ in edges
+                    if _rank(target) > _rank(module))
+    assert not upward, "imports that run back up the layers:\n" + "\n".join(upward)
+
+
+def test_the_layer_check_sees_function_level_imports():
+    # the audit imports the CNN extractor inside a function (it is heavy): the graph has it
+    edges = _imports(_modules())["lfhelpers.audit.labels"]
+    assert ("lfhelpers.similarity.features.cnn", "") in edges
 
 
 def test_no_import_cycle():

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFilter
 
+from lfhelpers.audit.labels import choose_embedder, confident_learning, out_of_fold_proba
+from lfhelpers.audit.report import AUDIT, audit_dataset, photo_stats
 from lfhelpers.cli import main
 from lfhelpers.data import prepare_dataset, read_manifest
-from lfhelpers.data.audit import AUDIT, audit_dataset, photo_stats
 from lfhelpers.data.clean import CACHE
 from lfhelpers.data.fixtures import draw_item, make_synthetic_dataset
-from lfhelpers.data.labels import choose_embedder, confident_learning, out_of_fold_proba
 from lfhelpers.data.quality import QualityThresholds, image_stats, quality_findings
 from lfhelpers.errors import ConfigError
 

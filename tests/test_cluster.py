@@ -15,6 +15,7 @@ import pytest  # noqa: E402
 from lfhelpers.data.fixtures import make_synthetic_dataset  # noqa: E402
 from lfhelpers.errors import ConfigError, DataError  # noqa: E402
 from lfhelpers.similarity import cluster  # noqa: E402
+from lfhelpers.similarity.compare import compare_extractors  # noqa: E402
 
 
 def blobs(n_per: int = 15, d: int = 16, classes: int = 4, spread: float = 0.15,
@@ -96,12 +97,12 @@ def test_cluster_samples_grid(tmp_path):
     plt.close(fig)
 
 
-def test_compare_features_table():
+def test_compare_extractors_table():
     x, y = blobs(n_per=10)
     noise = np.random.default_rng(0).standard_normal(x.shape)
     gallery = np.arange(len(x)) % 5 != 0
     dup_queries = x[gallery][:6] + 0.01
-    table = cluster.compare_features({"good": x, "noise": noise}, y, gallery,
+    table = compare_extractors({"good": x, "noise": noise}, y, gallery,
                                      duplicates={"good": (dup_queries, np.arange(6))}, seed=0)
     assert list(table.index) == ["good", "noise"]
     assert table.loc["good", "p_at_1"] == 1.0 and table.loc["good", "kmeans_ari"] == 1.0
@@ -112,7 +113,7 @@ def test_compare_features_table():
                    "kmeans_purity"):
         assert column in table.columns
     assert table.loc["good", "loo_p_at_5"] == 1.0 and "p_at_5_post" not in table.columns
-    post = cluster.compare_features({"good": x, "noise": noise}, y, gallery,
+    post = compare_extractors({"good": x, "noise": noise}, y, gallery,
                                     postprocess="center+dba+aqe", seed=0)
     assert post.loc["good", "p_at_5_post"] == 1.0 and post.loc["good", "loo_p_at_5_post"] == 1.0
     assert post.loc["noise", "loo_p_at_5_post"] < 0.6

@@ -13,20 +13,24 @@ from sklearn.pipeline import FeatureUnion, make_pipeline
 from lfhelpers.data.fixtures import make_synthetic_dataset
 from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.images import load_array
-from lfhelpers.similarity.color_features import (
-    BOOK_SETTINGS,
-    ColorHistogram,
-    color_histogram,
-    texture_and_color,
-)
-from lfhelpers.similarity.texture import TUTORIAL_SETTINGS, HaralickFeatures, tutorial_features
-from lfhelpers.similarity.texture_eval import (
+from lfhelpers.similarity.evaluation.texture import (
     compare_features,
     labelled_files,
     make_classifier,
     time_extraction,
 )
-from lfhelpers.similarity.texture_search import TextureIndex
+from lfhelpers.similarity.features.color import (
+    BOOK_SETTINGS,
+    ColorHistogram,
+    color_histogram,
+    texture_and_color,
+)
+from lfhelpers.similarity.features.texture import (
+    TUTORIAL_SETTINGS,
+    HaralickFeatures,
+    tutorial_features,
+)
+from lfhelpers.similarity.search.texture import TextureIndex
 
 
 @pytest.fixture(scope="module")

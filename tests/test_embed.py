@@ -19,7 +19,10 @@ from PIL import Image
 from lfhelpers.data.fixtures import make_synthetic_dataset
 from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.images import load_rgb
-from lfhelpers.similarity import embeddings as embed
+from lfhelpers.models import backbones
+from lfhelpers.similarity.features import cnn as embed
+from lfhelpers.similarity.features import registry
+from lfhelpers.similarity.features.base import standardize_l2
 
 # Keras' own numpy conversion warns under NumPy 2 (not ours to fix)
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -52,8 +55,8 @@ def photos(tmp_path_factory) -> tuple[list[str], list[str]]:
 @pytest.fixture(scope="module")
 def weights_file(tmp_path_factory) -> str:
     """A fixed random MobileNet weights file (cacheable, unlike weights='none')."""
-    embed.set_seed(0)
-    model, _, _ = embed.build_backbone("mobilenet", SIZE, None)
+    backbones.set_seed(0)
+    model, _, _ = backbones.build_backbone("mobilenet", SIZE, None)
     path = tmp_path_factory.mktemp("w") / "random_mobilenet.weights.h5"
     model.save_weights(path)
     return str(path)
@@ -64,7 +67,7 @@ def classifier_file(tmp_path_factory) -> Path:
     """A small classifier saved like notebook 03's: pixels 0-255 in, softmax out, labels json."""
     import keras
 
-    embed.set_seed(0)
+    backbones.set_seed(0)
     inp = keras.Input((SIZE, SIZE, 3), name="pixels")
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(inp)
     trunk = keras.applications.MobileNet(alpha=0.25, include_top=False, weights=None,
@@ -97,41 +100,41 @@ def test_resolve_weights_values(tmp_path, monkeypatch):
     monkeypatch.delenv("LF_MOBILENET_WEIGHTS", raising=False)
     monkeypatch.delenv("LF_DATA_MIRROR", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert embed.resolve_weights("mobilenet", "none") is None
-    assert embed.resolve_weights("mobilenet", "imagenet") == "imagenet"
+    assert backbones.resolve_weights("mobilenet", "none") is None
+    assert backbones.resolve_weights("mobilenet", "imagenet") == "imagenet"
     file = tmp_path / "w.h5"
     file.write_bytes(b"x")
-    assert embed.resolve_weights("mobilenet", str(file)) == str(file.resolve())
+    assert backbones.resolve_weights("mobilenet", str(file)) == str(file.resolve())
     with pytest.raises(ConfigError, match="does not exist"):
-        embed.resolve_weights("mobilenet", str(tmp_path / "missing.h5"))
+        backbones.resolve_weights("mobilenet", str(tmp_path / "missing.h5"))
     with pytest.raises(ConfigError, match="Unknown backbone"):
-        embed.resolve_weights("no_such_net", "none")
+        backbones.resolve_weights("no_such_net", "none")
 
 
 def test_auto_weights_use_env_then_local_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("LF_DATA_MIRROR", raising=False)
     monkeypatch.setenv("LF_MOBILENET_WEIGHTS", "none")
-    assert embed.resolve_weights("mobilenet", "auto") is None
+    assert backbones.resolve_weights("mobilenet", "auto") is None
     monkeypatch.delenv("LF_MOBILENET_WEIGHTS")
     local = tmp_path / "models" / "weights" / MOBILENET_FILE
     local.parent.mkdir(parents=True)
     local.write_bytes(b"x")
-    assert embed.resolve_weights("mobilenet", "") == str(local.resolve())
+    assert backbones.resolve_weights("mobilenet", "") == str(local.resolve())
     mirror = tmp_path / "shared" / "datasets"
     (tmp_path / "shared" / "weights").mkdir(parents=True)
     mirror.mkdir()
     (tmp_path / "shared" / "weights" / "xception_imagenet_notop.weights.h5").write_bytes(b"x")
     monkeypatch.setenv("LF_DATA_MIRROR", str(mirror))
     monkeypatch.delenv("LF_XCEPTION_WEIGHTS", raising=False)
-    assert Path(embed.resolve_weights("xception", "auto")).name == \
+    assert Path(backbones.resolve_weights("xception", "auto")).name == \
         "xception_imagenet_notop.weights.h5"
 
 
 def test_backbone_by_keras_class_name_and_size_check():
-    assert embed.backbone_spec("DenseNet121").keras_name == "DenseNet121"
+    assert backbones.backbone_spec("DenseNet121").keras_name == "DenseNet121"
     with pytest.raises(ConfigError, match="too small"):
-        embed.build_backbone("xception", 48, None)
+        backbones.build_backbone("xception", 48, None)
 
 
 # --------------------------------------------------------------------------- embedder
@@ -139,9 +142,9 @@ def test_backbone_by_keras_class_name_and_size_check():
 
 def test_embeddings_are_unit_vectors_and_deterministic(photos):
     files, _ = photos
-    embed.set_seed(3)
+    backbones.set_seed(3)
     first = quiet(weights="none").fit().transform(files)
-    embed.set_seed(3)
+    backbones.set_seed(3)
     again = quiet(weights="none").fit().transform(files)
     assert first.shape == (len(files), 256)
     assert first.dtype == np.float32
@@ -214,7 +217,7 @@ def test_load_rgb_handles_modes_and_exif(tmp_path):
 
 def test_standardize_l2_uses_fit_rows_only():
     x = np.array([[1.0, 100.0], [3.0, 300.0], [1000.0, -5.0]])
-    out = embed.standardize_l2(x, np.array([True, True, False]))
+    out = standardize_l2(x, np.array([True, True, False]))
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(out[0], -out[1], atol=1e-6)
 
@@ -256,7 +259,7 @@ def test_classifier_needs_a_model_file():
 def test_feature_sets_skip_missing_finetuned_and_align_rows(photos, tmp_path):
     files, _ = photos
     fit = np.arange(len(files)) % 3 != 0
-    sets = embed.feature_sets("finetuned,mobilenet,haralick", files, fit, image_size=SIZE,
+    sets = registry.feature_sets("finetuned,mobilenet,haralick", files, fit, image_size=SIZE,
                               weights="none", classifier_model=tmp_path / "none.keras",
                               cache_dir=tmp_path / "cache", progress=False)
     assert list(sets) == ["finetuned", "mobilenet", "haralick"]
@@ -265,7 +268,7 @@ def test_feature_sets_skip_missing_finetuned_and_align_rows(photos, tmp_path):
     assert sets["haralick"].features.shape[0] == len(files)
     np.testing.assert_allclose(np.linalg.norm(sets["haralick"].features, axis=1), 1.0,
                                rtol=1e-5)
-    table = embed.feature_table(sets)
+    table = registry.feature_table(sets)
     assert table.loc["finetuned", "dim"] == 0 and table.loc["mobilenet", "dim"] == 256
 
 
@@ -274,7 +277,7 @@ def test_imagenet_mobilenet_separates_the_synthetic_classes(photos):
     if path is None:
         pytest.skip("needs the MobileNet ImageNet weights: set LF_MOBILENET_WEIGHTS or "
                     "LF_DATA_MIRROR")
-    from lfhelpers.similarity.match import retrieval_scores
+    from lfhelpers.similarity.evaluation.retrieval import retrieval_scores
 
     files, labels = photos
     vectors = quiet(weights=str(path), image_size=96).fit().transform(files)
@@ -312,7 +315,7 @@ def test_pooling_and_flip_are_part_of_the_vector_and_its_cache_key(photos, weigh
 
 
 def test_a_classifier_of_other_labels_is_not_used(classifier_file):
-    from lfhelpers.similarity.extractors import choose_extractor, classifier_fits
+    from lfhelpers.similarity.features.registry import choose_extractor, classifier_fits
 
     ok, why = classifier_fits(classifier_file, ["cat", "dog"])
     assert not ok and "other labels" in why
@@ -333,7 +336,7 @@ def test_a_classifier_of_other_labels_is_not_used(classifier_file):
 
 
 def test_embed_shards_resume_and_refuse_other_settings(photos, weights_file, tmp_path):
-    from lfhelpers.similarity import shards
+    from lfhelpers.similarity.batch import shards
 
     root = Path(photos[0][0]).parent.parent
     spec = shards.embedding_spec("mobilenet", weights_file, SIZE, batch_size=8)
@@ -377,8 +380,8 @@ def test_index_and_search_commands_round_trip(photos, weights_file, tmp_path, ca
 @pytest.mark.slow
 def test_dask_workers_give_the_same_vectors(photos, weights_file, tmp_path):
     pytest.importorskip("distributed", reason="Dask is the optional extra `dask`")
-    from lfhelpers.similarity import shards
-    from lfhelpers.similarity.distributed import dask_client
+    from lfhelpers.similarity.batch import shards
+    from lfhelpers.similarity.batch.distributed import dask_client
 
     root = Path(photos[0][0]).parent.parent
     spec = shards.embedding_spec("mobilenet", weights_file, SIZE, batch_size=8)

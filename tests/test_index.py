@@ -1,4 +1,4 @@
-"""Tests of the one nearest-neighbour index (lfhelpers.similarity.index)."""
+"""Tests of the one nearest-neighbour index (lfhelpers.similarity.search.index)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 
 from lfhelpers.errors import ConfigError, DataError
-from lfhelpers.similarity.index import (
+from lfhelpers.similarity.search.distances import distance_matrix, nearest_from_matrix
+from lfhelpers.similarity.search.index import (
     NeighbourIndex,
     available_backends,
-    distance_matrix,
-    nearest_from_matrix,
     resolve_backend,
 )
 

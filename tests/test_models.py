@@ -262,7 +262,7 @@ def test_flip_tta_is_saved_with_the_model(data, cache, tmp_path):
     assert loaded.flip_tta
     assert np.allclose(loaded.predict_proba(test), clf.predict_proba(test), atol=1e-4)
     # notebook 06 embeds photos with the saved model: the pooled vector, not the probabilities
-    from lfhelpers.similarity.embeddings import Embedder
+    from lfhelpers.similarity.features.cnn import Embedder
 
     embedder = Embedder("classifier", model_path=saved, progress=False).fit()
     vectors = embedder.extract(list(test["file"])[:3])

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from lfhelpers.errors import ConfigError
-from lfhelpers.similarity import postprocess as pp
-from lfhelpers.similarity.retrieval import retrieval_scores
+from lfhelpers.similarity.evaluation.retrieval import retrieval_scores
+from lfhelpers.similarity.features import pooling
+from lfhelpers.similarity.search import postprocess as pp
 
 ALL_STEPS = ["", "center", "pcaw", "dba", "aqe", "krr", "dba+aqe", "pcaw+dba+aqe",
              "center+dba+aqe"]
@@ -24,15 +25,15 @@ def noisy_classes(per: int = 15, classes: int = 8, d: int = 48, noise: float = 1
 
 def test_gem_between_average_and_max():
     maps = np.random.default_rng(0).random((2, 3, 3, 4)).astype(np.float32)
-    np.testing.assert_allclose(pp.gem_pool(maps, 1.0), maps.mean(axis=(1, 2)), rtol=1e-5)
-    gem = pp.pool_maps(maps, "gem")
+    np.testing.assert_allclose(pooling.gem_pool(maps, 1.0), maps.mean(axis=(1, 2)), rtol=1e-5)
+    gem = pooling.pool_maps(maps, "gem")
     assert (gem >= maps.mean(axis=(1, 2)) - 1e-6).all() and (gem <= maps.max(axis=(1, 2))).all()
     with pytest.raises(ConfigError):
-        pp.pool_maps(maps, "median")
+        pooling.pool_maps(maps, "median")
     # tiny activations (a network with random weights) keep their differences: proportional
     tiny = maps * 1e-15
-    np.testing.assert_allclose(pp.gem_pool(tiny), 1e-15 * pp.gem_pool(maps), rtol=1e-4)
-    unit = pp.gem_pool(tiny) / np.linalg.norm(pp.gem_pool(tiny), axis=1, keepdims=True)
+    np.testing.assert_allclose(pooling.gem_pool(tiny), 1e-15 * pooling.gem_pool(maps), rtol=1e-4)
+    unit = pooling.gem_pool(tiny) / np.linalg.norm(pooling.gem_pool(tiny), axis=1, keepdims=True)
     assert not np.allclose(unit[0], unit[1], atol=1e-3)  # not all clamped to one vector
 
 

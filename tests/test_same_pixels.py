@@ -17,7 +17,7 @@ from lfhelpers.images import load_rgb
 from lfhelpers.models.features import FeatureCache
 from lfhelpers.models.predict import load_model, predict_files, predict_pixels
 from lfhelpers.models.xception import XceptionClassifier
-from lfhelpers.similarity.embeddings import Embedder
+from lfhelpers.similarity.features.cnn import Embedder
 
 SIZE = 71
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -24,24 +24,24 @@ from lfhelpers.data.fixtures import make_synthetic_dataset  # noqa: E402
 from lfhelpers.errors import ConfigError, DataError  # noqa: E402
 from lfhelpers.images import load_array as load_image  # noqa: E402
 from lfhelpers.plots import setup_fonts  # noqa: E402
-from lfhelpers.similarity.index import (  # noqa: E402
-    NeighbourIndex,
-    distance_matrix,
-    nearest_from_matrix,
-    plot_distance_heatmap,
+from lfhelpers.similarity.evaluation.texture import (  # noqa: E402
+    evaluate,
+    make_classifier,
+    plot_confusion,
 )
-from lfhelpers.similarity.texture import (  # noqa: E402
+from lfhelpers.similarity.features.texture import (  # noqa: E402
     TUTORIAL_SETTINGS,
     HaralickFeatures,
     haralick_image,
     tutorial_features,
 )
-from lfhelpers.similarity.texture_eval import (  # noqa: E402
-    evaluate,
-    make_classifier,
-    plot_confusion,
+from lfhelpers.similarity.plots import plot_distance_heatmap  # noqa: E402
+from lfhelpers.similarity.search.distances import (  # noqa: E402
+    distance_matrix,
+    nearest_from_matrix,
 )
-from lfhelpers.similarity.texture_search import (  # noqa: E402
+from lfhelpers.similarity.search.index import NeighbourIndex  # noqa: E402
+from lfhelpers.similarity.search.texture import (  # noqa: E402
     TextureIndex,
     mismatched_queries,
     plot_neighbours,

@@ -1,6 +1,6 @@
 """The analyst's reviewed corrections, applied by the cleanup without losing anything.
 
-The audit (:mod:`lfhelpers.data.audit`) only reports. To act on a finding, the analyst writes
+The audit (:mod:`lfhelpers.audit.report`) only reports. To act on a finding, the analyst writes
 ``clean_dir/corrections.csv`` (UTF-8), one row per photo:
 
 ``path``       the photo as the audit or the manifest names it (``key/key_012.jpg``), or its raw

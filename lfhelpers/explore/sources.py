@@ -37,7 +37,7 @@ def classifier_embedder(model_path: str | os.PathLike[str],
     content, the same cache notebook 06 fills), ``predict_proba(raw)`` the class probabilities
     from them without a second pass, ``classes_`` the labels.
     """
-    from lfhelpers.similarity.embeddings import Embedder
+    from lfhelpers.similarity.features.cnn import Embedder
 
     return Embedder("classifier", model_path=os.fspath(model_path), cache_dir=cache_dir,
                     batch_size=batch_size, progress=False).fit()
@@ -45,7 +45,7 @@ def classifier_embedder(model_path: str | os.PathLike[str],
 
 def l2_normalize(features: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (cosine similarity becomes a dot product)."""
-    from lfhelpers.similarity.embeddings import l2_normalize as _l2
+    from lfhelpers.similarity.features.base import l2_normalize as _l2
 
     return _l2(features)
 
@@ -53,7 +53,7 @@ def l2_normalize(features: np.ndarray) -> np.ndarray:
 def gallery_index(vectors: np.ndarray, paths: Sequence[str], labels: Sequence[str],
                   embedder: Any = None) -> Any:
     """An exact nearest-neighbour index of the found items (notebook 06's ``GalleryIndex``)."""
-    from lfhelpers.similarity.match import GalleryIndex
+    from lfhelpers.similarity.search.gallery import GalleryIndex
 
     return GalleryIndex(backend="exact", embedder=embedder).fit(vectors, list(paths),
                                                                 list(labels))
@@ -61,7 +61,7 @@ def gallery_index(vectors: np.ndarray, paths: Sequence[str], labels: Sequence[st
 
 def lost_found_matcher(index: Any, categories: Any, colors: Any, **weights: Any) -> Any:
     """Notebook 06's ``LostFoundMatcher`` over ``index`` (weights and modes as keywords)."""
-    from lfhelpers.similarity.match import LostFoundMatcher
+    from lfhelpers.similarity.matcher import LostFoundMatcher
 
     return LostFoundMatcher(index, category_fn=categories, color_fn=colors, **weights)
 

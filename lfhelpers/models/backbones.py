@@ -1,7 +1,7 @@
 """Keras application backbones: which weights, how to build one, how to seed a run.
 
 Shared by the classifier (:mod:`lfhelpers.models.xception`) and the embeddings
-(:mod:`lfhelpers.similarity.embeddings`), so that ``weights`` means the same everywhere:
+(:mod:`lfhelpers.similarity.features.cnn`), so that ``weights`` means the same everywhere:
 
 * ``"imagenet"``: the Keras download (cached in ``~/.keras/models``);
 * a weights file path;

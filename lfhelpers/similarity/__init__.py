@@ -1,22 +1,32 @@
-"""Similar images: haralick texture, CNN embeddings, nearest-neighbour search, matching, clusters.
+"""Similar images and the same item: features, one search engine, its evaluation, batch jobs.
 
-texture          haralick texture features (a scikit-learn transformer) and their presets
-color_features   color histograms (the book's chist and CIELAB), texture + color as one union
-image_features   the shared base: parallel, cached, Dask-capable extraction; CombinedFeatures
-texture_eval     the tutorial's classifier, its evaluation, feature-set comparisons and speed
-texture_search   the gallery index for texture (and color) similarity, its tables and figures
-embeddings       CNN embeddings of photos from any Keras application or the fine-tuned classifier
-extractors       which extractor a data set gets (a classifier only when its labels fit)
-shards           embeddings as Parquet shards (``embed``), resumable, on Dask workers
-distributed      a Dask client from ``local``, ``local:N`` or ``tcp://host:8786``
-commands         the ``embed``, ``index`` and ``search`` commands
-index            the one nearest-neighbour index (exact, sklearn, faiss, hnswlib), distance matrices
-postprocess      centering, PCA whitening, query expansion, DBA, k-reciprocal re-ranking
-gallery          found-items gallery: paths and labels over the index, saved and loaded
-retrieval        precision@k and mAP by label
-duplicates       near-duplicate queries and their recall
-matcher          the lost-to-found matcher (similarity, category, color, explained)
-plots            figures of matches and distance heat-maps
-match            all of the above in one import, for notebooks
-cluster          clustering, the number of clusters, 2-D projections, extractor comparison
+Folders by role, each using only the ones above it in this list (checked by
+``tests/test_architecture.py``):
+
+features/     what a photo becomes
+    base        the shared base: parallel, cached, Dask-capable extraction; the one L2 normaliser
+    texture     haralick texture features (a scikit-learn transformer) and their presets
+    color       colour histograms (the book's chist and CIELAB), texture + colour as one union
+    pooling     average, max and GeM pooling of a CNN's feature maps
+    cnn         CNN embeddings from any Keras application or the fine-tuned classifier
+    registry    the extractor registry: names -> vectors, and which extractor searches
+    local       local keypoints and descriptors (RootSIFT) for same-item matching
+search/       finding found items for a lost photo
+    exact       exact nearest neighbours (NumPy blocks)
+    index       the one nearest-neighbour index (exact, sklearn, faiss, hnswlib)
+    distances   full distance matrices (the heat-map of notebook 05)
+    postprocess centering, PCA whitening, query expansion, DBA, k-reciprocal re-ranking
+    gallery     the found-items gallery: paths and labels over the index, saved with its recipe
+    texture     the texture (and colour) gallery of notebook 05, its tables and figures
+    words, verify, same_item   visual-word shortlist, geometric verification, same-item re-ranking
+evaluation/   how well it works
+    retrieval   precision@k and mAP by label
+    duplicates  near-duplicate queries and their recall
+    texture     the tutorial's texture classifier, its evaluation and feature-set comparisons
+plots         figures of matches and distance heat-maps
+cluster       clustering, the number of clusters, 2-D projections
+matcher       the lost-to-found matcher (same item, similarity, category, colour, explained)
+batch/        embeddings as Parquet shards (``embed``) on Dask workers; the Dask client
+compare       extractors compared on retrieval, near duplicates and clustering
+commands      the ``embed``, ``index`` and ``search`` commands
 """

@@ -27,8 +27,8 @@ KINDS = {"auto": "auto", "exact": "exact", "ivf": "faiss-ivf", "hnsw": "faiss-hn
 
 def embed_command(args: argparse.Namespace) -> int:
     """Handler of ``embed``; exit status 1 when some photos could not be read."""
-    from lfhelpers.similarity.distributed import dask_client
-    from lfhelpers.similarity.shards import embed_folder, embedding_spec
+    from lfhelpers.similarity.batch.distributed import dask_client
+    from lfhelpers.similarity.batch.shards import embed_folder, embedding_spec
 
     spec = embedding_spec(args.backbone, args.weights, args.image_size, args.pooling,
                           args.flip, args.batch_size, args.seed)
@@ -48,8 +48,8 @@ def embed_command(args: argparse.Namespace) -> int:
 
 def index_command(args: argparse.Namespace) -> int:
     """Handler of ``index``."""
-    from lfhelpers.similarity.gallery import GalleryIndex
-    from lfhelpers.similarity.shards import SPEC_FILE, read_embeddings
+    from lfhelpers.similarity.batch.shards import SPEC_FILE, read_embeddings
+    from lfhelpers.similarity.search.gallery import GalleryIndex
 
     emb_dir = Path(args.emb_dir)
     rows, vectors = read_embeddings(emb_dir)
@@ -72,8 +72,8 @@ def index_command(args: argparse.Namespace) -> int:
 
 def search_command(args: argparse.Namespace) -> int:
     """Handler of ``search``: one JSON line per query photo; 1 when some could not be read."""
-    from lfhelpers.similarity.gallery import GalleryIndex
-    from lfhelpers.similarity.shards import embedder_from_spec
+    from lfhelpers.similarity.batch.shards import embedder_from_spec
+    from lfhelpers.similarity.search.gallery import GalleryIndex
 
     gallery = GalleryIndex.load(args.index_dir)
     if not gallery.embedding_:

@@ -1,6 +1,6 @@
 """The lost-to-found matcher: similarity, category and color, with a reason per match.
 
-:class:`LostFoundMatcher` takes candidates from a :class:`~lfhelpers.similarity.gallery.
+:class:`LostFoundMatcher` takes candidates from a :class:`~lfhelpers.similarity.search.gallery.
 GalleryIndex` and combines the embedding similarity with the query's top-3 categories (the
 fine-tuned classifier's, :func:`query_categories`, or a :class:`LinearCategories` stand-in
 fitted on the gallery) and the color names of both photos (:func:`color_table`), as filters or
@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 from lfhelpers.errors import ConfigError
-from lfhelpers.similarity.gallery import GalleryIndex
+from lfhelpers.similarity.search.gallery import GalleryIndex
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ colors and nothing of their layout, so the two complement each other.
 levels per channel, from a photo shrunk to ``max_side`` pixels, with the counts scaled to a
 fixed number of pixels so that photo size does not change the features. It shares the
 parallel extraction, disk cache and Dask option of :class:`HaralickFeatures`
-(:class:`~lfhelpers.similarity.image_features.ImageFeatures`), and combines with it in a
-:class:`~lfhelpers.similarity.image_features.CombinedFeatures` (a ``FeatureUnion``):
+(:class:`~lfhelpers.similarity.features.base.ImageFeatures`), and combines with it in a
+:class:`~lfhelpers.similarity.features.base.CombinedFeatures` (a ``FeatureUnion``):
 :func:`texture_and_color`. ``ColorHistogram(**BOOK_SETTINGS)`` is the book's ``chist``.
 """
 
@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageCms
 
 from lfhelpers.errors import ConfigError
-from lfhelpers.similarity.image_features import CombinedFeatures, ImageFeatures
+from lfhelpers.similarity.features.base import CombinedFeatures, ImageFeatures
 
 #: Color spaces of :class:`ColorHistogram` and the names of their channels.
 SPACES = {"rgb": ("r", "g", "b"), "hsv": ("h", "s", "v"), "lab": ("L", "a", "b")}
@@ -122,7 +122,7 @@ class ColorHistogram(ImageFeatures):
     log : bool
         ``log1p`` of the counts (the book's), which keeps small color areas visible.
     n_jobs, cache_dir, progress, scheduler
-        As in :class:`~lfhelpers.similarity.texture.HaralickFeatures`.
+        As in :class:`~lfhelpers.similarity.features.texture.HaralickFeatures`.
     """
 
     _row_function = staticmethod(color_histogram)
@@ -192,7 +192,7 @@ def texture_and_color(texture: ImageFeatures | None = None,
     CombinedFeatures
         Its columns: the texture features, then the color histogram.
     """
-    from lfhelpers.similarity.texture import HaralickFeatures
+    from lfhelpers.similarity.features.texture import HaralickFeatures
 
     return CombinedFeatures([("texture", texture if texture is not None else HaralickFeatures()),
                              ("color", color if color is not None else ColorHistogram())])

@@ -23,7 +23,7 @@ probabilities: a logistic regression on CNN embeddings (ImageNet Xception, or Mo
 in ``cache_dir/embeddings`` and shared with notebook 06) predicts every photo from the other
 folds; per-class thresholds (the mean probability a class's own photos get) estimate how many
 photos of each label belong to each other class, and that many with the largest margin are
-findings (see :mod:`lfhelpers.data.labels`). Without any local backbone weights the label part
+findings (see :mod:`lfhelpers.audit.labels`). Without any local backbone weights the label part
 is skipped with the reason, and the quality flags still come.
 
 The audit only reports: ``manifest.csv`` and the raw folder stay as they are. Findings are acted
@@ -43,9 +43,9 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 
+from lfhelpers.audit.labels import COLUMNS, choose_embedder, label_issues
 from lfhelpers.data.clean import CACHE, REJECTS, hamming_pairs
 from lfhelpers.data.corrections import CORRECTIONS, corrections_template, read_corrections
-from lfhelpers.data.labels import COLUMNS, choose_embedder, label_issues
 from lfhelpers.data.manifest import read_manifest
 from lfhelpers.data.quality import (
     QUALITY_ISSUES,

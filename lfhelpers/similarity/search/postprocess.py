@@ -4,7 +4,7 @@ All of them are known from instance retrieval (Radenović et al., "Fine-tuning C
 retrieval with no human annotation", 2018; Zhong et al., "Re-ranking person re-identification
 with k-reciprocal encoding", 2017) and need no training labels:
 
-* :func:`gem_pool`: generalised-mean pooling of the last feature map instead of the average;
+* generalised-mean pooling lives with the extractors (:mod:`lfhelpers.similarity.features.pooling`);
 * :func:`center`: the gallery's mean vector subtracted, then L2 normalisation (what all photos
   share, e.g. "a photo of an object on a plain background", stops counting as similarity);
 * :class:`PCAWhitening`: PCA learned on the gallery, components scaled to unit variance (with a
@@ -30,43 +30,15 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 
 from lfhelpers.errors import ConfigError, DataError
-from lfhelpers.similarity.index import l2_rows
+from lfhelpers.similarity.features.base import l2_normalize
 
 #: Post-processing steps of :func:`postprocess`, in the order they are applied.
 STEPS = ("center", "pcaw", "dba", "aqe", "krr")
 
 
-def gem_pool(maps: np.ndarray, p: float = 3.0, eps: float = 1e-6) -> np.ndarray:
-    """Generalised-mean pooling of feature maps ``(n, h, w, c)`` to ``(n, c)``.
-
-    ``(mean(max(x, eps) ** p)) ** (1 / p)`` over the spatial positions: ``p = 1`` is average
-    pooling, large ``p`` approaches max pooling; ``p = 3`` is the usual choice. ``eps`` is
-    relative to each photo's largest activation, so pooling stays proportional to the maps
-    (``c`` times the maps give ``c`` times the vector) even when a network's activations are
-    all tiny, as with random weights, where an absolute floor would make every vector equal.
-    """
-    x = np.asarray(maps, np.float32)
-    peak = x.max(axis=(1, 2, 3), keepdims=True)
-    scale = np.where(peak > 0, peak, 1.0).astype(np.float32)
-    pooled = np.power(np.mean(np.power(np.maximum(x / scale, eps), p), axis=(1, 2)), 1.0 / p)
-    return pooled * scale[:, :, 0, 0]
-
-
-def pool_maps(maps: np.ndarray, pooling: str = "avg", p: float = 3.0) -> np.ndarray:
-    """Feature maps ``(n, h, w, c)`` to vectors: ``"avg"``, ``"gem"`` or ``"max"`` pooling."""
-    maps = np.asarray(maps, np.float32)
-    if pooling == "avg":
-        return maps.mean(axis=(1, 2))
-    if pooling == "max":
-        return maps.max(axis=(1, 2))
-    if pooling == "gem":
-        return gem_pool(maps, p)
-    raise ConfigError(f"pooling must be 'avg', 'gem' or 'max', got {pooling!r}.")
-
-
 def subtract_mean(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
     """Unit rows of ``vectors`` minus ``mean`` (a gallery's mean unit vector), re-normalised."""
-    return l2_rows(l2_rows(np.asarray(vectors, np.float32)) - mean)
+    return l2_normalize(l2_normalize(np.asarray(vectors, np.float32)) - mean)
 
 
 def center(gallery: np.ndarray, queries: np.ndarray | None = None
@@ -83,7 +55,7 @@ def center(gallery: np.ndarray, queries: np.ndarray | None = None
     gallery, queries : ndarray
         L2-normalised rows (``queries`` stays ``None`` when not given).
     """
-    mean = l2_rows(np.asarray(gallery, np.float32)).mean(axis=0)
+    mean = l2_normalize(np.asarray(gallery, np.float32)).mean(axis=0)
     return (subtract_mean(gallery, mean),
             None if queries is None else subtract_mean(queries, mean))
 
@@ -111,7 +83,7 @@ class PCAWhitening(TransformerMixin, BaseEstimator):
 
     def fit(self, X: np.ndarray, y: object = None) -> PCAWhitening:
         """Learn the components from gallery vectors ``X``; returns ``self``."""
-        X = l2_rows(np.asarray(X, np.float32))
+        X = l2_normalize(np.asarray(X, np.float32))
         most = min(X.shape[0] - 1, X.shape[1])
         if most < 1:
             raise DataError("PCA whitening needs at least 2 gallery vectors.")
@@ -123,9 +95,9 @@ class PCAWhitening(TransformerMixin, BaseEstimator):
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Project, scale the components and L2-normalise."""
-        z = self.pca_.transform(l2_rows(np.asarray(X, np.float32)))
+        z = self.pca_.transform(l2_normalize(np.asarray(X, np.float32)))
         scale = np.sqrt(np.maximum(self.pca_.explained_variance_, 1e-12)) ** self.shrink
-        return l2_rows((z / scale).astype(np.float32))
+        return l2_normalize((z / scale).astype(np.float32))
 
 
 def _neighbours(x: np.ndarray, g: np.ndarray, n: int,
@@ -142,12 +114,12 @@ def database_augmentation(gallery: np.ndarray, n: int = 3, alpha: float = 3.0) -
 
     Weights are ``max(similarity, 0) ** alpha`` (itself: 1). Returns L2-normalised rows.
     """
-    g = l2_rows(np.asarray(gallery, np.float32))
+    g = l2_normalize(np.asarray(gallery, np.float32))
     if n <= 1:
         return g
     sims, idx = _neighbours(g, g, n - 1, exclude_self=True)
     w = np.maximum(sims, 0) ** alpha
-    return l2_rows(g + np.einsum("ij,ijd->id", w, g[idx]))
+    return l2_normalize(g + np.einsum("ij,ijd->id", w, g[idx]))
 
 
 def query_expansion(queries: np.ndarray, gallery: np.ndarray, n: int = 2, alpha: float = 3.0,
@@ -169,15 +141,15 @@ def query_expansion(queries: np.ndarray, gallery: np.ndarray, n: int = 2, alpha:
     ndarray
         The expanded, L2-normalised queries.
     """
-    q = l2_rows(np.asarray(queries, np.float32))
-    g = l2_rows(np.asarray(gallery, np.float32))
+    q = l2_normalize(np.asarray(queries, np.float32))
+    g = l2_normalize(np.asarray(gallery, np.float32))
     sims = q @ g.T
     if exclude is not None:
         rows = np.flatnonzero(np.asarray(exclude) >= 0)
         sims[rows, np.asarray(exclude)[rows]] = -np.inf
     idx = np.argsort(-sims, axis=1, kind="stable")[:, :n]
     w = np.maximum(np.take_along_axis(sims, idx, axis=1), 0) ** alpha
-    return l2_rows(q + np.einsum("ij,ijd->id", w, g[idx]))
+    return l2_normalize(q + np.einsum("ij,ijd->id", w, g[idx]))
 
 
 def k_reciprocal_distances(queries: np.ndarray, gallery: np.ndarray, k1: int = 20,
@@ -201,8 +173,8 @@ def k_reciprocal_distances(queries: np.ndarray, gallery: np.ndarray, k1: int = 2
     ndarray of shape (m, n)
         Lower is better.
     """
-    q = l2_rows(np.asarray(queries, np.float32))
-    g = l2_rows(np.asarray(gallery, np.float32))
+    q = l2_normalize(np.asarray(queries, np.float32))
+    g = l2_normalize(np.asarray(gallery, np.float32))
     allv = g if leave_one_out else np.vstack([q, g])
     m = len(q) if not leave_one_out else 0
     total = len(allv)
@@ -275,7 +247,7 @@ def _dba_leave_one_out(g: np.ndarray, q: np.ndarray, n: int, alpha: float) -> np
     """Distances of query ``i`` (gallery row ``i``) to the DBA gallery built without row ``i``."""
     sims, idx = _neighbours(g, g, n, exclude_self=True)  # n: one spare neighbour
     w = np.maximum(sims, 0) ** alpha
-    dba = l2_rows(g + np.einsum("ij,ijd->id", w[:, :n - 1], g[idx[:, :n - 1]]))
+    dba = l2_normalize(g + np.einsum("ij,ijd->id", w[:, :n - 1], g[idx[:, :n - 1]]))
     out = q @ dba.T
     for j in range(len(g)):
         for t in range(n - 1):
@@ -313,8 +285,8 @@ def postprocess(gallery: np.ndarray, queries: np.ndarray | None = None,
     """
     steps = parse_steps(steps)
     loo = queries is None
-    g = l2_rows(np.asarray(gallery, np.float32))
-    q = g if loo else l2_rows(np.asarray(queries, np.float32))
+    g = l2_normalize(np.asarray(gallery, np.float32))
+    q = g if loo else l2_normalize(np.asarray(queries, np.float32))
     distances = None
     if "center" in steps:  # the gallery mean (no labels; queries outside it do not move it)
         g, q_centered = center(g, None if loo else q)

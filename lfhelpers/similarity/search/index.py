@@ -23,8 +23,8 @@ in increasing order; :meth:`NeighbourIndex.search` leaves out one row per query 
 the query itself, for leave-one-out) and :meth:`NeighbourIndex.save` / :meth:`NeighbourIndex.load`
 keep an index in a folder with its parameters recorded in ``index.json``.
 
-:func:`distance_matrix` + :func:`nearest_from_matrix` give the same neighbours from the full
-``n × n`` matrix (what the heat-map of notebook 05 shows); fine for a few thousand items.
+:mod:`lfhelpers.similarity.search.distances` gives the same neighbours from the full ``n × n``
+matrix (what the heat-map of notebook 05 shows).
 """
 
 from __future__ import annotations
@@ -37,15 +37,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.spatial.distance import pdist, squareform
 
 from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.fsutil import atomic_write
-from lfhelpers.similarity.plots import class_order, plot_distance_heatmap
+from lfhelpers.similarity.features.base import l2_normalize
+from lfhelpers.similarity.search.exact import check_k, drop_excluded, exact_search
 
-__all__ = ["NeighbourIndex", "available_backends", "class_order", "distance_matrix",
-           "exact_search", "nearest_from_matrix", "plot_distance_heatmap", "resolve_backend",
-           "top_k_similar"]
+__all__ = ["NeighbourIndex", "available_backends", "resolve_backend"]
 
 #: Approximate backends, in order of preference for ``backend="approx"``.
 APPROX_BACKENDS = ("faiss-hnsw", "faiss-ivf", "hnswlib")
@@ -98,98 +96,6 @@ def resolve_backend(backend: str, n: int = 0, exact_below: int = 100_000) -> str
         raise ConfigError(f"backend={name!r} is not installed: pip install "
                           f"{_LIBRARY[name][1]}, or use 'exact'.")
     return name
-
-
-def _check_k(k: int, most: int) -> None:
-    if not 1 <= k <= most:
-        raise DataError(f"k={k} neighbours asked for, but only {most} candidates exist; "
-                        f"use 1 <= k <= {most}.")
-
-
-def l2_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (same dtype); all-zero rows stay zero."""
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1).astype(x.dtype)
-
-
-def exact_search(queries: np.ndarray, data: np.ndarray, k: int, metric: str = "cosine",
-                 exclude: np.ndarray | None = None, block: int = 256,
-                 data_sq: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Exact ``k`` nearest rows of ``data`` by blocks of queries (vectors already prepared).
-
-    Parameters
-    ----------
-    queries : ndarray of shape (m, d)
-    data : ndarray of shape (n, d)
-        For ``"cosine"`` both must be L2-normalised already.
-    k : int
-        Neighbours per query (at most ``n``).
-    metric : {"cosine", "euclidean"}
-    exclude : ndarray of int, shape (m,), optional
-        A data row to leave out for each query (``-1``: none).
-    block : int
-        Queries per matrix product (bounds the memory to ``block × n`` numbers).
-    data_sq : ndarray of shape (n,), optional
-        Squared norms of ``data`` (euclidean), when already known.
-
-    Returns
-    -------
-    distances, indices : ndarray of shape (m, k)
-        Increasing distance; ties broken by the lower row. Rows left with fewer than ``k``
-        candidates are padded with ``inf`` and ``-1``.
-    """
-    m, n = len(queries), len(data)
-    dist_out = np.full((m, k), np.inf, data.dtype)
-    idx_out = np.full((m, k), -1, np.int64)
-    if metric == "euclidean" and data_sq is None:
-        data_sq = np.einsum("ij,ij->i", data, data)
-    for start in range(0, m, block):
-        q = queries[start:start + block]
-        if metric == "cosine":
-            dist = 1.0 - q @ data.T
-        else:
-            dist = np.einsum("ij,ij->i", q, q)[:, None] - 2.0 * (q @ data.T) + data_sq[None, :]
-            np.maximum(dist, 0, out=dist)
-        if exclude is not None:
-            rows = np.arange(len(dist))
-            cols = np.asarray(exclude[start:start + block])
-            dist[rows[cols >= 0], cols[cols >= 0]] = np.inf
-        if k < n:
-            part = np.argpartition(dist, k - 1, axis=1)[:, :k]
-        else:
-            part = np.broadcast_to(np.arange(n), (len(dist), n))
-        part_d = np.take_along_axis(dist, part, axis=1)
-        order = np.lexsort((part, part_d), axis=1)
-        idx = np.take_along_axis(part, order, axis=1)
-        d = np.take_along_axis(part_d, order, axis=1)
-        idx = np.where(np.isinf(d), -1, idx)
-        dist_out[start:start + block] = np.sqrt(d) if metric == "euclidean" else d
-        idx_out[start:start + block] = idx
-    return dist_out, idx_out
-
-
-def top_k_similar(queries: np.ndarray, gallery: np.ndarray, k: int,
-                  exclude: np.ndarray | None = None,
-                  block: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` by dot product (cosine similarity of unit vectors), highest first.
-
-    Parameters
-    ----------
-    queries : ndarray of shape (m, d)
-    gallery : ndarray of shape (n, d)
-    k : int
-    exclude : ndarray of int, shape (m,), optional
-        A gallery row to leave out for each query (``-1``: none).
-    block : int
-
-    Returns
-    -------
-    scores, indices : ndarray of shape (m, k)
-        Similarity (``-inf`` / ``-1`` where fewer than ``k`` candidates are left).
-    """
-    dist, idx = exact_search(np.asarray(queries, np.float32), np.asarray(gallery, np.float32),
-                             k, "cosine", exclude, block)
-    return (1.0 - dist).astype(np.float32), idx
 
 
 class NeighbourIndex:
@@ -251,7 +157,7 @@ class NeighbourIndex:
         if dtype is None:
             dtype = np.float64 if x.dtype == np.float64 else np.float32
         x = np.ascontiguousarray(x, dtype=dtype)
-        return l2_rows(x) if self.metric == "cosine" else x
+        return l2_normalize(x, dtype=None) if self.metric == "cosine" else x
 
     def fit(self, features: np.ndarray) -> NeighbourIndex:
         """Index the rows of ``features``; returns ``self``."""
@@ -380,7 +286,7 @@ class NeighbourIndex:
         ex = None if exclude is None else np.asarray(exclude, dtype=np.int64).reshape(-1)
         if ex is not None and len(ex) != len(queries):
             raise DataError(f"exclude has {len(ex)} entries for {len(queries)} queries.")
-        _check_k(k, self.n_items_ - (1 if ex is not None and (ex >= 0).any() else 0))
+        check_k(k, self.n_items_ - (1 if ex is not None and (ex >= 0).any() else 0))
         if self.backend_ == "exact":
             return exact_search(self._prepare(queries, self.vectors_.dtype), self.vectors_, k,
                                 self.metric, ex, data_sq=getattr(self, "_sq", None))
@@ -400,7 +306,7 @@ class NeighbourIndex:
             sims, idx = self.index_.search(self._prepare(queries, np.float32), want)
             dist = (1.0 - sims if self.metric == "cosine"
                     else np.sqrt(np.maximum(sims, 0)))
-        return _drop_excluded(np.asarray(dist), np.asarray(idx, np.int64), ex, k)
+        return drop_excluded(np.asarray(dist), np.asarray(idx, np.int64), ex, k)
 
     def kneighbors(self, queries: np.ndarray | None = None,
                    k: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -423,7 +329,7 @@ class NeighbourIndex:
         self._check_fitted()
         if queries is not None:
             return self.search(queries, k)
-        _check_k(k, self.n_items_ - 1)
+        check_k(k, self.n_items_ - 1)
         return self.search(self.reconstruct(), k, exclude=np.arange(self.n_items_))
 
     def reconstruct(self) -> np.ndarray:
@@ -516,63 +422,3 @@ class NeighbourIndex:
             per = self.dim_ * 4 + self.hnsw_m * 2 * 4 + 16
             return int(self.n_items_ * per)
         return int(self._faiss().serialize_index(self.index_).nbytes)
-
-
-def _drop_excluded(dist: np.ndarray, idx: np.ndarray, exclude: np.ndarray | None,
-                   k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Remove each query's excluded row (and the -1 padding), keep the first ``k``."""
-    out_d = np.full((len(idx), k), np.inf, dist.dtype if dist.dtype.kind == "f" else float)
-    out_i = np.full((len(idx), k), -1, np.int64)
-    for q in range(len(idx)):
-        keep = idx[q] >= 0
-        if exclude is not None:
-            keep &= idx[q] != exclude[q]
-        d, i = dist[q][keep][:k], idx[q][keep][:k]
-        out_d[q, :len(d)], out_i[q, :len(i)] = d, i
-    return out_d, out_i
-
-
-def distance_matrix(features: np.ndarray, metric: str = "cosine") -> np.ndarray:
-    """Return the square matrix of pairwise distances between the rows of ``features``.
-
-    Parameters
-    ----------
-    features : ndarray of shape (n, d)
-        One feature vector per item.
-    metric : str
-        Any :func:`scipy.spatial.distance.pdist` metric, e.g. ``"cosine"`` or ``"euclidean"``.
-
-    Returns
-    -------
-    ndarray of shape (n, n)
-        ``squareform(pdist(features, metric))``; zeros on the diagonal.
-    """
-    features = np.asarray(features, dtype=float)
-    if features.ndim != 2 or len(features) < 2:
-        raise DataError(f"Need at least 2 feature vectors as an (n, d) array, got shape "
-                        f"{features.shape}.")
-    return squareform(pdist(features, metric=metric))
-
-
-def nearest_from_matrix(dist: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` nearest other items of each item, from a square distance matrix.
-
-    Parameters
-    ----------
-    dist : ndarray of shape (n, n)
-        Distance matrix (:func:`distance_matrix`).
-    k : int
-        Neighbours per item; at most ``n - 1``.
-
-    Returns
-    -------
-    distances, indices : ndarray of shape (n, k)
-        Sorted by increasing distance; an item is never its own neighbour.
-    """
-    dist = np.asarray(dist, dtype=float)
-    n = len(dist)
-    _check_k(k, n - 1)
-    masked = dist.copy()
-    np.fill_diagonal(masked, np.inf)
-    order = np.argsort(masked, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(dist, order, axis=1), order

@@ -36,7 +36,7 @@ from sklearn.preprocessing import StandardScaler
 
 from lfhelpers.errors import DataError
 from lfhelpers.plots import confusion_matrix as confusion_matrix_plot
-from lfhelpers.similarity.image_features import Extraction
+from lfhelpers.similarity.features.base import Extraction
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ def time_extraction(extractors: Mapping[str, object], files: Sequence[str | os.P
     Parameters
     ----------
     extractors : mapping of name -> extractor
-        :class:`~lfhelpers.similarity.texture.HaralickFeatures`, ``ColorHistogram`` or
+        :class:`~lfhelpers.similarity.features.texture.HaralickFeatures`, ``ColorHistogram`` or
         ``CombinedFeatures``; each is cloned without its cache (``cache_dir=None``).
     files : sequence of path-like
         The photos, the same for all.

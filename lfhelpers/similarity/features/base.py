@@ -1,7 +1,7 @@
 """Hand-made image features as scikit-learn transformers: parallel, cached, optionally on Dask.
 
-:class:`ImageFeatures` is the shared base of :class:`~lfhelpers.similarity.texture.HaralickFeatures`
-and :class:`~lfhelpers.similarity.color_features.ColorHistogram`: the input of ``transform`` is a
+:class:`ImageFeatures` is the shared base of the haralick (:mod:`.texture`) and colour histogram
+(:mod:`.color`) features: the input of ``transform`` is a
 sequence of image files (or decoded ``uint8`` arrays), the output one row per image. A subclass
 names a module-level function ``row(image, **options) -> ndarray`` and its checked options; the
 base class decodes each image (shrunk to ``max_side``), runs the function in parallel, caches
@@ -43,6 +43,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import FeatureUnion
+from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
 from lfhelpers.errors import ConfigError, DataError
@@ -53,6 +54,52 @@ log = logging.getLogger(__name__)
 
 _CACHE_VERSION = 2
 
+
+
+def l2_normalize(features: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+    """Rows scaled to unit length; all-zero rows stay zero. The one L2 normaliser.
+
+    Parameters
+    ----------
+    features : array-like of shape (n, d) or (d,)
+    dtype : numpy dtype or None
+        Dtype of the result; ``None`` keeps the input's floating dtype.
+
+    Returns
+    -------
+    ndarray
+        ``features / ||features||`` row by row.
+    """
+    features = np.asarray(features, dtype=dtype)
+    if features.dtype.kind != "f":
+        features = features.astype(np.float32)
+    norms = np.linalg.norm(features, axis=-1, keepdims=True)
+    return features / np.where(norms > 0, norms, 1).astype(features.dtype)
+
+
+def standardize_l2(features: np.ndarray, fit_rows: np.ndarray | None = None) -> np.ndarray:
+    """Standardise columns (statistics from ``fit_rows`` only), then L2-normalise rows.
+
+    Hand-made features such as haralick have columns on very different scales; this puts them
+    on the same footing as CNN embeddings for cosine search and clustering.
+
+    Parameters
+    ----------
+    features : ndarray of shape (n, d)
+    fit_rows : ndarray of bool or int, optional
+        Rows the scaler learns from (the gallery), so queries do not leak into it. Default:
+        all rows.
+
+    Returns
+    -------
+    ndarray of shape (n, d), float32
+    """
+    features = np.asarray(features, dtype=np.float64)
+    rows = features if fit_rows is None else features[np.asarray(fit_rows)]
+    return l2_normalize(StandardScaler().fit(rows).transform(features))
+
+
+# --------------------------------------------------------------------------- embedder
 
 @dataclass
 class Extraction:

@@ -2,7 +2,7 @@
 
 "Which found items could be this person's lost item?" The found-items photos are the
 *gallery*; a lost item's photo is a *query*. :class:`GalleryIndex` keeps the gallery's paths
-and labels beside a :class:`~lfhelpers.similarity.index.NeighbourIndex` (cosine; any of its
+and labels beside a :class:`~lfhelpers.similarity.search.index.NeighbourIndex` (cosine; any of its
 backends) and answers ``query(photo)`` with ranked ``Match(path, label, score)``, score =
 cosine similarity. It is what notebook 06, the matcher and the ``search`` command use;
 :meth:`GalleryIndex.save` / :meth:`GalleryIndex.load` keep it in a folder (the index, its
@@ -22,14 +22,14 @@ import pandas as pd
 
 from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.fsutil import atomic_write
-from lfhelpers.similarity.index import (
+from lfhelpers.similarity.features.base import l2_normalize
+from lfhelpers.similarity.search.index import (
     APPROX_BACKENDS,
     BACKENDS,
     NeighbourIndex,
     available_backends,
-    l2_rows,
 )
-from lfhelpers.similarity.postprocess import subtract_mean
+from lfhelpers.similarity.search.postprocess import subtract_mean
 
 __all__ = ["APPROX_BACKENDS", "BACKENDS", "GalleryIndex", "Match", "available_backends"]
 
@@ -59,7 +59,7 @@ class GalleryIndex:
     Parameters
     ----------
     backend : str
-        Any backend of :class:`~lfhelpers.similarity.index.NeighbourIndex` (``"exact"``,
+        Any backend of :class:`~lfhelpers.similarity.search.index.NeighbourIndex` (``"exact"``,
         ``"sklearn"``, ``"faiss"``, ``"hnswlib"``, ``"ivf"``, ``"approx"``, ``"auto"``, ...).
     embedder : Embedder, optional
         Turns image paths into vectors, for :meth:`fit_files` and path queries.
@@ -69,7 +69,7 @@ class GalleryIndex:
         Threads of the index libraries.
     center : bool
         Subtract the gallery's mean unit vector from gallery and query vectors before the
-        cosine search (:func:`lfhelpers.similarity.postprocess.center`): what every photo
+        cosine search (:func:`lfhelpers.similarity.search.postprocess.center`): what every photo
         shares stops counting as similarity (+0.01 to +0.02 P@5 on categories the network
         was not trained on, ``benchmarks/bench_retrieval.py``). Kept with :meth:`save`.
     **index_params
@@ -115,7 +115,7 @@ class GalleryIndex:
                             "labels; they must be aligned.")
         self.mean_ = None
         if self.center:
-            self.mean_ = l2_rows(vectors).mean(axis=0)
+            self.mean_ = l2_normalize(vectors).mean(axis=0)
             vectors = subtract_mean(vectors, self.mean_)
         self.index_ = NeighbourIndex("cosine", self.backend, n_jobs=self.n_jobs,
                                      hnsw_m=self.hnsw_m, ef_construction=self.ef_construction,

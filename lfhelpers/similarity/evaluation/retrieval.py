@@ -1,7 +1,7 @@
 """Retrieval quality by label: precision@k and mean average precision.
 
 :func:`retrieval_scores` ranks the gallery for each query with
-:class:`~lfhelpers.similarity.index.NeighbourIndex` (exact cosine unless another index is
+:class:`~lfhelpers.similarity.search.index.NeighbourIndex` (exact cosine unless another index is
 given), each gallery photo left out of its own ranking in the leave-one-out set-up, and scores
 the rankings by label; :func:`per_class_table` breaks the scores down by class.
 """
@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from lfhelpers.errors import ConfigError, DataError
-from lfhelpers.similarity.index import NeighbourIndex
-from lfhelpers.similarity.postprocess import parse_steps
-from lfhelpers.similarity.postprocess import postprocess as run_postprocess
+from lfhelpers.similarity.search.index import NeighbourIndex
+from lfhelpers.similarity.search.postprocess import parse_steps
+from lfhelpers.similarity.search.postprocess import postprocess as run_postprocess
 
 
 def average_precision(relevant: np.ndarray) -> float:
@@ -63,7 +63,7 @@ def retrieval_scores(
         The fitted index of ``gallery`` to rank with (default: an exact cosine one); e.g. an
         approximate index, to see what it costs in precision.
     postprocess : sequence of str or str
-        Steps of :func:`lfhelpers.similarity.postprocess.postprocess` applied first
+        Steps of :func:`lfhelpers.similarity.search.postprocess.postprocess` applied first
         (``"pcaw+dba+aqe"``; leave-one-out stays honest); not with ``index``.
     **postprocess_params
         Their parameters (``dba_n``, ``qe_n``, ``alpha``, ...).

@@ -148,24 +148,25 @@ def choose_embedder(backbone: str = "auto", weights: str = "auto", *, image_size
     Returns
     -------
     (embedder, note)
-        A fitted :class:`lfhelpers.similarity.embeddings.Embedder` (or ``None``) and a sentence
+        A fitted :class:`lfhelpers.similarity.features.cnn.Embedder` (or ``None``) and a sentence
         saying which one, or why none.
     """
-    from lfhelpers.similarity import embeddings as emb
+    from lfhelpers.models import backbones as bb
+    from lfhelpers.similarity.features import cnn as emb
 
     name = str(backbone or "auto").lower()
     if name == "none":
         return None, "label issues skipped: backbone='none'"
     cache = Path(cache_dir) / "embeddings" if cache_dir else None
-    if name in ("auto", emb.CLASSIFIER, "finetuned") and model_path and Path(model_path).is_file():
-        embedder = emb.Embedder(emb.CLASSIFIER, model_path=model_path, cache_dir=cache,
+    if name in ("auto", bb.CLASSIFIER, "finetuned") and model_path and Path(model_path).is_file():
+        embedder = emb.Embedder(bb.CLASSIFIER, model_path=model_path, cache_dir=cache,
                                 progress=progress).fit()
         return embedder, f"fine-tuned classifier {Path(model_path).name} embeddings"
     candidates = ["xception", "mobilenet"] if name in ("auto", "finetuned") else [name]
     reasons = []
     for cand in candidates:
         try:
-            resolved = emb.resolve_weights(cand, weights)
+            resolved = bb.resolve_weights(cand, weights)
         except ConfigError as exc:
             reasons.append(str(exc))
             continue
@@ -174,11 +175,11 @@ def choose_embedder(backbone: str = "auto", weights: str = "auto", *, image_size
             continue
         if resolved == "imagenet" and str(weights).lower() != "imagenet":
             keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-            local = keras_home / "models" / emb.backbone_spec(cand).weights_file
+            local = keras_home / "models" / bb.backbone_spec(cand).weights_file
             if not local.is_file():
                 reasons.append(f"no {cand} ImageNet weights on this machine (set "
-                               f"{emb.backbone_spec(cand).weights_env} or put "
-                               f"{emb.backbone_spec(cand).weights_file} in models/weights/)")
+                               f"{bb.backbone_spec(cand).weights_env} or put "
+                               f"{bb.backbone_spec(cand).weights_file} in models/weights/)")
                 continue
         embedder = emb.Embedder(cand, weights=weights, image_size=image_size, cache_dir=cache,
                                 progress=progress).fit()

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from lfhelpers.errors import DataError
 from lfhelpers.fsutil import atomic_write
 from lfhelpers.images import open_image
-from lfhelpers.similarity.gallery import GalleryIndex
+from lfhelpers.similarity.search.gallery import GalleryIndex
 
 log = logging.getLogger(__name__)
 

@@ -10,20 +10,19 @@ same work, faster and with the options that matter: co-occurrence ``distance``, 
 size, which is most of the speed-up on big photos) and per-channel features (``channels``).
 Extraction runs in parallel (``n_jobs``, or on a Dask cluster with ``scheduler``), with a
 progress bar, and each image's features are cached on disk under a key made of the file's
-content hash and the options (see :mod:`lfhelpers.similarity.image_features`).
+content hash and the options (see :mod:`lfhelpers.similarity.features.base`).
 
 Two presets (:data:`PRESETS`): ``HaralickFeatures(preset="tutorial")`` reproduces the
 tutorial exactly (its rows equal
 ``mahotas.features.haralick(mahotas.colors.rgb2gray(image, dtype=np.uint8)).ravel()``);
 ``"default"`` is the class defaults. The book's color histogram, to combine with these, is
-:class:`lfhelpers.similarity.color_features.ColorHistogram`; the classifier and the
-evaluation are in :mod:`lfhelpers.similarity.texture_eval`, the similarity search in
-:mod:`lfhelpers.similarity.texture_search`.
+:class:`lfhelpers.similarity.features.color.ColorHistogram`; the classifier and the
+evaluation are in :mod:`lfhelpers.similarity.evaluation.texture`, the similarity search in
+:mod:`lfhelpers.similarity.search.texture`.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from lfhelpers.errors import ConfigError
-from lfhelpers.similarity.image_features import CombinedFeatures, Extraction, ImageFeatures
+from lfhelpers.similarity.features.base import CombinedFeatures, Extraction, ImageFeatures
 
 __all__ = ["CHANNELS", "DIRECTION_NAMES", "FEATURE_NAMES", "PRESETS", "TUTORIAL_SETTINGS",
            "CombinedFeatures", "Extraction", "HaralickFeatures", "haralick_image",
@@ -197,7 +196,7 @@ class HaralickFeatures(ImageFeatures):
     scheduler : str, optional
         ``None`` or ``""``: local joblib workers. ``"dask"`` (the current Dask client),
         ``"local:N"`` or a scheduler address: extract on a Dask cluster (see
-        :func:`lfhelpers.similarity.image_features.dask_backend`).
+        :func:`lfhelpers.similarity.features.base.dask_backend`).
 
     Examples
     --------
@@ -320,21 +319,3 @@ def tutorial_features(path: str | os.PathLike[str]) -> np.ndarray:
     im = mahotas.imread(os.fspath(path))
     im = mahotas.colors.rgb2gray(im, dtype=np.uint8)
     return mahotas.features.haralick(im).ravel()
-
-
-
-
-#: Names that moved to texture_eval / texture_search, still importable from here.
-_MOVED = {
-    "make_classifier": "texture_eval", "Evaluation": "texture_eval", "evaluate": "texture_eval",
-    "plot_confusion": "texture_eval", "TextureIndex": "texture_search",
-    "mismatched_queries": "texture_search", "relative_paths": "texture_search",
-    "plot_neighbours": "texture_search",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        module = importlib.import_module(f"lfhelpers.similarity.{_MOVED[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

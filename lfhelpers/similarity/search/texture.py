@@ -3,9 +3,9 @@
 :class:`TextureIndex` standardises the gallery's features and indexes them;
 :meth:`TextureIndex.nearest` finds the most similar gallery photos for a photo from outside the
 gallery, :meth:`TextureIndex.leave_one_out` does it for each gallery photo against the others.
-The extractor is a :class:`~lfhelpers.similarity.texture.HaralickFeatures`, a
-:class:`~lfhelpers.similarity.color_features.ColorHistogram`, or their
-:class:`~lfhelpers.similarity.image_features.CombinedFeatures`.
+The extractor is a :class:`~lfhelpers.similarity.features.texture.HaralickFeatures`, a
+:class:`~lfhelpers.similarity.features.color.ColorHistogram`, or their
+:class:`~lfhelpers.similarity.features.base.CombinedFeatures`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from sklearn.preprocessing import StandardScaler
 
 from lfhelpers.errors import DataError
 from lfhelpers.plots import image_grid
-from lfhelpers.similarity.image_features import Extraction
-from lfhelpers.similarity.index import NeighbourIndex
-from lfhelpers.similarity.texture import HaralickFeatures
+from lfhelpers.similarity.features.base import Extraction
+from lfhelpers.similarity.features.texture import HaralickFeatures
+from lfhelpers.similarity.search.index import NeighbourIndex
 
 
 class TextureIndex:
@@ -34,7 +34,7 @@ class TextureIndex:
     ----------
     extractor : HaralickFeatures, ColorHistogram or CombinedFeatures, optional
         Feature extractor (default: ``HaralickFeatures()``); anything with an ``extract``
-        method returning an :class:`~lfhelpers.similarity.image_features.Extraction`.
+        method returning an :class:`~lfhelpers.similarity.features.base.Extraction`.
     metric : str
         ``"cosine"`` (the tutorial's choice for similarity) or ``"euclidean"``.
 

@@ -72,10 +72,10 @@ def embedding_spec(backbone: str = "xception", weights: str = "auto",
                    batch_size: int = 32, seed: int = 0) -> dict[str, Any]:
     """Everything that changes a vector, as recorded in ``embedding.json``.
 
-    ``backbone``: a name of :data:`~lfhelpers.similarity.embeddings.BACKBONES` or
+    ``backbone``: a name of :data:`~lfhelpers.models.backbones.BACKBONES` or
     ``finetuned:PATH`` (notebook 03's ``.keras`` classifier).
     """
-    from lfhelpers.similarity.embeddings import backbone_spec, resolve_weights
+    from lfhelpers.models.backbones import backbone_spec, resolve_weights
 
     spec: dict[str, Any] = {"pooling": pooling, "flip": bool(flip), "postprocess": "none",
                             "normalize": True, "batch_size": int(batch_size), "seed": int(seed)}
@@ -98,8 +98,9 @@ def _key(spec: dict[str, Any]) -> str:
 
 
 def embedder_from_spec(spec: dict[str, Any]) -> Any:
-    """A fitted :class:`~lfhelpers.similarity.embeddings.Embedder` for a recorded spec."""
-    from lfhelpers.similarity.embeddings import CLASSIFIER, Embedder, set_seed
+    """A fitted :class:`~lfhelpers.similarity.features.cnn.Embedder` for a recorded spec."""
+    from lfhelpers.models.backbones import CLASSIFIER, set_seed
+    from lfhelpers.similarity.features.cnn import Embedder
 
     set_seed(int(spec.get("seed", 0)))  # random weights ("none") are the same in every process
     if spec["backbone"] == CLASSIFIER:
@@ -156,8 +157,9 @@ def _write_shard(out_dir: Path, kept: pd.DataFrame, vectors: np.ndarray, n: int)
     table = pa.Table.from_pandas(kept.reset_index(drop=True), preserve_index=False)
     flat = pa.array(np.ascontiguousarray(vectors, np.float32).reshape(-1))
     table = table.append_column("embedding", pa.FixedSizeListArray.from_arrays(flat, dim))
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    path = out_dir / f"part-{stamp}-{os.getpid()}-{n:06d}.parquet"
+    # nanoseconds: two runs within one second must not overwrite each other's shards, and the
+    # names sort in the order written (read_embeddings keeps the newest row of a path)
+    path = out_dir / f"part-{time.time_ns():020d}-{os.getpid()}-{n:06d}.parquet"
     with atomic_write(path, "wb") as fh:
         pq.write_table(table, fh)
     return path

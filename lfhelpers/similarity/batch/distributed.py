@@ -8,7 +8,7 @@
 * ``"tcp://HOST:8786"`` (or any address Dask's ``Client`` takes): a running scheduler
   (``dask scheduler`` on one machine, ``dask worker tcp://HOST:8786`` on each worker).
 
-Embeddings (:func:`lfhelpers.similarity.shards.embed_folder`) submit one task per partition of
+Embeddings (:func:`lfhelpers.similarity.batch.shards.embed_folder`) submit one task per partition of
 files; haralick features run on the same client through joblib's Dask backend::
 
     with dask_client("local:2") as client, joblib.parallel_config(backend="dask"):

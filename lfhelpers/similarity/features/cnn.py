@@ -36,37 +36,24 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
 from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.fsutil import atomic_write, sha256_file
 from lfhelpers.images import load_rgb
-from lfhelpers.models.backbones import (  # noqa: F401 - re-exported for callers
-    BACKBONES,
-    CLASSIFIER,
-    WEIGHTS_DIR,
-    BackboneSpec,
-    backbone_spec,
-    build_backbone,
-    resolve_weights,
-    set_seed,
-)
-from lfhelpers.similarity.texture import Extraction
+from lfhelpers.models.backbones import CLASSIFIER, backbone_spec, build_backbone, resolve_weights
+from lfhelpers.similarity.features.base import Extraction, l2_normalize
+from lfhelpers.similarity.features.pooling import POOLINGS, pool_maps
 
 log = logging.getLogger(__name__)
 
 _CACHE_VERSION = 1
-#: Pooling of the last feature map (see :class:`Embedder`).
-POOLINGS = ("avg", "gem", "max")
 
 
 def pooled_layer(model: Any, layer: str = "") -> Any:
@@ -109,38 +96,6 @@ def pooled_layer(model: Any, layer: str = "") -> Any:
 
 
 # --------------------------------------------------------------------------- images
-
-
-def l2_normalize(features: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (float32); all-zero rows stay zero."""
-    features = np.asarray(features, dtype=np.float32)
-    norms = np.linalg.norm(features, axis=-1, keepdims=True)
-    return features / np.where(norms > 0, norms, 1.0)
-
-
-def standardize_l2(features: np.ndarray, fit_rows: np.ndarray | None = None) -> np.ndarray:
-    """Standardise columns (statistics from ``fit_rows`` only), then L2-normalise rows.
-
-    Hand-made features such as haralick have columns on very different scales; this puts them
-    on the same footing as CNN embeddings for cosine search and clustering.
-
-    Parameters
-    ----------
-    features : ndarray of shape (n, d)
-    fit_rows : ndarray of bool or int, optional
-        Rows the scaler learns from (the gallery), so queries do not leak into it. Default:
-        all rows.
-
-    Returns
-    -------
-    ndarray of shape (n, d), float32
-    """
-    features = np.asarray(features, dtype=np.float64)
-    rows = features if fit_rows is None else features[np.asarray(fit_rows)]
-    return l2_normalize(StandardScaler().fit(rows).transform(features))
-
-
-# --------------------------------------------------------------------------- embedder
 
 
 class Embeddings(Extraction):
@@ -189,7 +144,7 @@ class Embedder(TransformerMixin, BaseEstimator):
     pooling : {"avg", "gem", "max"}
         How the last feature map becomes a vector (ImageNet backbones): global average
         pooling (the Keras default), generalised-mean pooling with exponent ``gem_p``
-        (:func:`lfhelpers.similarity.postprocess.gem_pool`) or max pooling. The fine-tuned
+        (:func:`lfhelpers.similarity.features.pooling.gem_pool`) or max pooling. The fine-tuned
         classifier always uses its own pooled layer.
     gem_p : float
         GeM exponent (1 is average pooling, large values approach max pooling).
@@ -426,7 +381,6 @@ class Embedder(TransformerMixin, BaseEstimator):
         x = np.array(images, dtype=np.float32, copy=True)
         out = np.asarray(self.model_.predict_on_batch(self.preprocess_(x)), np.float32)
         if out.ndim == 4:
-            from lfhelpers.similarity.postprocess import pool_maps
 
             out = pool_maps(out, self.pooling, self.gem_p)
         return out
@@ -497,144 +451,3 @@ class Embedder(TransformerMixin, BaseEstimator):
             order = np.argsort(-p, kind="stable")[:k]
             table[path] = [(labels[j], float(p[j])) for j in order]
         return table
-
-
-# --------------------------------------------------------------------------- several extractors
-
-#: Names of :func:`feature_sets` that are not Keras backbones.
-FINETUNED = "finetuned"
-HARALICK = "haralick"
-
-
-@dataclass
-class FeatureSet:
-    """One feature extractor's vectors for a list of photos (see :func:`feature_sets`).
-
-    Attributes
-    ----------
-    name : str
-    features : ndarray of shape (n, dim) or None
-        One L2-normalised row per input photo (NaN rows for unreadable ones); ``None`` when
-        the extractor was skipped.
-    seconds : float
-        Wall-clock time of the extraction.
-    n_cached : int
-        Rows read from the disk cache.
-    note : str
-        What was used (weights, image size), or why it was skipped.
-    embedder : Embedder or None
-        The fitted embedder (CNN sets), e.g. to embed new query photos.
-    """
-
-    name: str
-    features: np.ndarray | None
-    seconds: float = 0.0
-    n_cached: int = 0
-    note: str = ""
-    embedder: Embedder | None = None
-
-
-def feature_sets(
-    names: Sequence[str] | str,
-    files: Sequence[str | os.PathLike[str]],
-    fit_rows: np.ndarray | None = None,
-    *,
-    image_size: int | None = None,
-    weights: str = "auto",
-    classifier_model: str | os.PathLike[str] = "",
-    cache_dir: str | os.PathLike[str] | None = None,
-    batch_size: int = 32,
-    progress: bool = True,
-    pooling: str = "avg",
-    flip: bool = False,
-) -> dict[str, FeatureSet]:
-    """Vectors of the same photos from several extractors, for comparing them.
-
-    Parameters
-    ----------
-    names : sequence of str, or a comma-separated str
-        Keras backbones (``xception``, ``mobilenet``, ...), ``finetuned`` (the classifier at
-        ``classifier_model``; skipped with a note when that file is missing) and ``haralick``
-        (the texture features of notebook 05, standardised on ``fit_rows``).
-    files : sequence of path-like
-        The photos.
-    fit_rows : ndarray of bool, optional
-        Rows whose statistics standardise hand-made features (the gallery); default all.
-    image_size : int, optional
-        Input side of the Keras backbones (default: each one's ImageNet size); the fine-tuned
-        model uses its own.
-    weights : str
-        Weights of the Keras backbones (see :func:`resolve_weights`), e.g. ``"none"`` in tests.
-    classifier_model : path-like
-        The ``.keras`` file of notebook 03.
-    cache_dir : path-like, optional
-        Cache root: CNN vectors go to ``<cache_dir>/embeddings``, haralick rows to
-        ``<cache_dir>/haralick``.
-    batch_size : int
-    progress : bool
-    pooling : {"avg", "gem", "max"}
-        Pooling of the ImageNet backbones (see :class:`Embedder`).
-    flip : bool
-        Average each photo with its mirror image (ImageNet backbones and the classifier).
-
-    Returns
-    -------
-    dict of name -> FeatureSet
-        In the order of ``names``.
-    """
-    if isinstance(names, str):
-        names = [n.strip() for n in names.split(",") if n.strip()]
-    files = [os.fspath(f) for f in files]
-    cache = Path(cache_dir) if cache_dir else None
-    out: dict[str, FeatureSet] = {}
-    for name in names:
-        key = name.lower()
-        if key == HARALICK:
-            from lfhelpers.similarity.texture import HaralickFeatures
-
-            extractor = HaralickFeatures(n_jobs=-1, progress=progress,
-                                         cache_dir=cache / "haralick" if cache else None)
-            result = extractor.extract(files)
-            aligned = result.aligned(np.float64)
-            fit = result.ok if fit_rows is None else result.ok & np.asarray(fit_rows, bool)
-            values = np.full(aligned.shape, np.nan, np.float32)
-            values[result.ok] = standardize_l2(aligned, fit)[result.ok]
-            out[name] = FeatureSet(name, values, result.seconds, result.n_cached,
-                                   f"{values.shape[1]} haralick features (notebook 05's "
-                                   f"defaults: channels {extractor.channels}, distance "
-                                   f"{extractor.distance}), standardised")
-            continue
-        if key in (FINETUNED, CLASSIFIER):
-            if not classifier_model or not Path(classifier_model).is_file():
-                out[name] = FeatureSet(name, None, note=f"skipped: no fine-tuned model at "
-                                       f"{classifier_model!r} (train it with notebook 03)")
-                continue
-            embedder = Embedder(CLASSIFIER, model_path=classifier_model, batch_size=batch_size,
-                                cache_dir=cache / "embeddings" if cache else None,
-                                progress=progress, flip=flip).fit()
-            note = f"fine-tuned Xception {Path(classifier_model).name}, {embedder.image_size_} px"
-        else:
-            embedder = Embedder(name, weights=weights, image_size=image_size,
-                                batch_size=batch_size, progress=progress, pooling=pooling,
-                                flip=flip, cache_dir=cache / "embeddings" if cache else None).fit()
-            w = embedder.weights_
-            how = f"{embedder.image_size_} px, {pooling} pooling{', flip' if flip else ''}"
-            note = (f"{name} ImageNet, {how}" if w is not None
-                    else f"{name} random weights (weights='none'), {how}")
-        result = embedder.extract(files)
-        out[name] = FeatureSet(name, result.aligned(), result.seconds, result.n_cached, note,
-                               embedder)
-    return out
-
-
-def feature_table(sets: Mapping[str, FeatureSet]) -> pd.DataFrame:
-    """Summary of :func:`feature_sets`: dimension, time, photos per second, cache hits, note."""
-    rows = []
-    for name, fs in sets.items():
-        n = 0 if fs.features is None else len(fs.features)
-        rows.append({"features": name,
-                     "dim": 0 if fs.features is None else fs.features.shape[1],
-                     "seconds": round(fs.seconds, 1),
-                     "photos_per_s": round(n / fs.seconds, 1) if fs.seconds > 0 else None,
-                     "cached": fs.n_cached, "note": fs.note})
-    return pd.DataFrame(rows).set_index("features")
