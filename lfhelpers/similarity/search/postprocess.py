@@ -15,8 +15,11 @@ with k-reciprocal encoding", 2017) and need no training labels:
   top matches, then searched again;
 * :func:`k_reciprocal_distances`: the k-reciprocal re-ranking distance.
 
-:func:`postprocess` applies a list of steps (names in :data:`STEPS`) to gallery and query
-vectors; ``leave_one_out=True`` keeps each gallery photo out of the steps that would otherwise
+:class:`Postprocessor` is the fitted form that a saved gallery keeps: the gallery-side steps
+(``center``, ``pcaw``, ``dba``) are learned from the gallery once, the query-side step (``aqe``)
+runs on each new query against the stored gallery, so a photo searched later gets exactly what
+the benchmark measured. :func:`postprocess` applies a list of steps (names in :data:`STEPS`)
+to gallery and query vectors; ``leave_one_out=True`` keeps each gallery photo out of the steps that would otherwise
 let it see itself (DBA), so leave-one-out figures stay honest.
 """
 
@@ -232,6 +235,71 @@ class Postprocessed:
     steps: list[str] = field(default_factory=list)
 
 
+
+class Postprocessor(TransformerMixin, BaseEstimator):
+    """Post-processing learned from a gallery and applied to later queries.
+
+    Parameters
+    ----------
+    steps : sequence of str or str
+        Vector steps of :data:`STEPS` (``"center+dba+aqe"``); ``krr`` gives scores only and is
+        not accepted here.
+    pcaw_dim, pcaw_shrink, dba_n, qe_n, alpha
+        As in :func:`postprocess`.
+
+    Attributes
+    ----------
+    steps_ : list of str
+    mean_ : ndarray of shape (d,) or None
+        The gallery mean (``center``).
+    whitening_ : PCAWhitening or None
+    gallery_ : ndarray of shape (n, d')
+        The gallery as searched (after every gallery-side step).
+    """
+
+    def __init__(self, steps: Sequence[str] | str = (), pcaw_dim: int | None = None,
+                 pcaw_shrink: float = 0.5, dba_n: int = 3, qe_n: int = 2, alpha: float = 3.0):
+        self.steps = steps
+        self.pcaw_dim = pcaw_dim
+        self.pcaw_shrink = pcaw_shrink
+        self.dba_n = dba_n
+        self.qe_n = qe_n
+        self.alpha = alpha
+
+    def fit(self, X: np.ndarray, y: object = None) -> Postprocessor:
+        """Learn the gallery-side steps from gallery vectors ``X``; returns ``self``."""
+        self.steps_ = parse_steps(self.steps)
+        if "krr" in self.steps_:
+            raise ConfigError("'krr' re-ranks scores and cannot be kept with an index; leave it "
+                              "out of the gallery's post-processing.")
+        g = l2_normalize(np.asarray(X, np.float32))
+        self.mean_ = None
+        self.whitening_ = None
+        if "center" in self.steps_:
+            self.mean_ = g.mean(axis=0)
+            g = subtract_mean(g, self.mean_)
+        if "pcaw" in self.steps_:
+            self.whitening_ = PCAWhitening(self.pcaw_dim, self.pcaw_shrink).fit(g)
+            g = self.whitening_.transform(g)
+        if "dba" in self.steps_:
+            g = database_augmentation(g, self.dba_n, self.alpha)
+        self.gallery_ = g
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """Query vectors as searched: centred, whitened and expanded against the gallery."""
+        if not hasattr(self, "gallery_"):
+            raise DataError("The post-processing is not fitted: call fit(gallery) first.")
+        q = l2_normalize(np.atleast_2d(np.asarray(X, np.float32)))
+        if self.mean_ is not None:
+            q = subtract_mean(q, self.mean_)
+        if self.whitening_ is not None:
+            q = self.whitening_.transform(q)
+        if "aqe" in self.steps_:
+            q = query_expansion(q, self.gallery_, self.qe_n, self.alpha)
+        return q
+
+
 def parse_steps(steps: Sequence[str] | str) -> list[str]:
     """``"pcaw+dba"`` or ``["pcaw", "dba"]`` to a checked list (``""``/``"none"``: empty)."""
     if isinstance(steps, str):
@@ -285,6 +353,9 @@ def postprocess(gallery: np.ndarray, queries: np.ndarray | None = None,
     """
     steps = parse_steps(steps)
     loo = queries is None
+    if not loo and "krr" not in steps:  # the fitted form a saved gallery uses: the same numbers
+        fitted = Postprocessor(steps, pcaw_dim, pcaw_shrink, dba_n, qe_n, alpha).fit(gallery)
+        return Postprocessed(fitted.gallery_, fitted.transform(queries), None, steps)
     g = l2_normalize(np.asarray(gallery, np.float32))
     q = g if loo else l2_normalize(np.asarray(queries, np.float32))
     distances = None
