@@ -18,6 +18,9 @@ change reruns it and everything downstream. With ``jobs`` > 1, notebooks whose i
 run side by side. On a failure the runner starts nothing new, names the notebook and the cell,
 and leaves the partial outputs on disk.
 
+Before any notebook runs, the declared inputs of the selected notebooks must exist (or be made
+by a selected notebook); otherwise the runner stops and names the notebook that makes them.
+
 Modules: :mod:`.config` (profiles, parameters), :mod:`.graph`, :mod:`.cache` (fingerprints),
 :mod:`.execute` (papermill, progress, HTML), :mod:`.runner` and :mod:`.report` (``run.json``,
 summary, ``publish``).
