@@ -481,3 +481,45 @@ def test_the_generic_runner_imports_no_stage():
                 for alias in node.names:
                     assert alias.name.split(".")[:2][-1] not in stages or \
                         not alias.name.startswith("lfhelpers."), (path.name, alias.name)
+
+
+_HOLD = """
+import sys, time
+from lfhelpers.pipeline.lock import run_lock
+with run_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_second_run_into_the_same_folder_stops_at_once(tmp_path):
+    import subprocess
+    import time
+
+    from lfhelpers.errors import BusyError
+    from lfhelpers.pipeline.lock import run_lock
+
+    out = tmp_path / "run"
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    with run_lock(out):
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "lfhelpers", "run", "--profile", "smoke",
+                               "--only", "01", "--out", str(out)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "Another run is writing into" in proc.stderr and f"pid {__import__('os').getpid()}" \
+            in proc.stderr
+        assert time.monotonic() - started < 60
+        assert not (out / "run.json").exists() and not (out / "logs").exists()
+    # a holder that dies (killed, not released) leaves a file but no lock behind
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(out)], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(BusyError, match="Another run"), run_lock(out):
+            pass
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    with run_lock(out) as path:
+        assert path.is_file()

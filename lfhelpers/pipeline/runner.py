@@ -38,6 +38,7 @@ from .graph import (
     selection_with_makers,
     topological_order,
 )
+from .lock import run_lock
 from .report import NotebookRun, RunResult, write_summary
 
 
@@ -163,6 +164,8 @@ def run_pipeline(
     DataError
         Before anything runs, when a declared input (``reads`` in the graph) of a selected
         notebook is missing and no selected notebook makes it; the message names its maker.
+    BusyError
+        At once, when another run is writing into ``out_dir`` (see :mod:`.lock`).
     """
     started = time.monotonic()
     profiles = load_profiles(profiles_file)
@@ -207,14 +210,14 @@ def run_pipeline(
     _check_inputs(plan, order)
     if dry_run:
         return _decide(plan, order, forced, params, profile, dry_run, use_cache, started)
-    result = _decide(plan, order, forced, params, profile, dry_run, use_cache, started)
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        _execute_all(result, plan, workdir, html=html, echo=echo, jobs=jobs,
-                     use_cache=use_cache)
-    finally:
-        result.seconds = time.monotonic() - started
-        write_summary(result)
+    with run_lock(out):  # one writer per run folder; a second run stops here at once
+        result = _decide(plan, order, forced, params, profile, dry_run, use_cache, started)
+        try:
+            _execute_all(result, plan, workdir, html=html, echo=echo, jobs=jobs,
+                         use_cache=use_cache)
+        finally:
+            result.seconds = time.monotonic() - started
+            write_summary(result)
     failed = [r for r in result.notebooks if r.status == "failed"]
     if failed:
         target = out / f"{failed[0].stem}.ipynb"
