@@ -523,3 +523,34 @@ def test_a_second_run_into_the_same_folder_stops_at_once(tmp_path):
         holder.wait(timeout=30)
     with run_lock(out) as path:
         assert path.is_file()
+
+
+def test_damaged_fingerprints_and_metrics_are_ignored_with_a_reason(chain, tmp_path, caplog):
+    """A truncated or ill-shaped file in DIR/.cache (or metrics.json) reruns, never crashes."""
+    from lfhelpers.pipeline import format_plan
+
+    nbdir, profiles = chain
+    out = tmp_path / "run"
+    assert set(_run(chain, out).values()) == {"ok"}
+    fingerprint = out / ".cache" / "02_mid.json"
+    fingerprint.write_bytes(fingerprint.read_bytes()[:40])  # a write cut short
+    (out / ".cache" / "04_side.json").write_text('{"parameters": [], "stamp": "x"}')
+    plan = format_plan(run_pipeline("t", out_dir=out, notebook_dir=nbdir, profiles_file=profiles,
+                                    dry_run=True, echo=False))
+    assert "02_mid: runs (its fingerprint is damaged (not valid JSON" in plan
+    assert "04_side: runs (its fingerprint is damaged (its parameters is not a mapping)" in plan
+    assert "01_make: cached" in plan
+    with caplog.at_level("WARNING", logger="lfhelpers"):
+        assert _run(chain, out) == {"01_make": "cached", "02_mid": "ok", "03_end": "ok",
+                                    "04_side": "ok"}
+    assert "Ignoring the damaged fingerprint" in caplog.text
+    assert set(_run(chain, out).values()) == {"cached"}  # good fingerprints again
+
+    metrics = out / "metrics.json"
+    metrics.write_text(metrics.read_text()[:25])
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lfhelpers"):
+        statuses = _run(chain, out)
+    assert set(statuses.values()) == {"ok"}  # every notebook's figures were lost with the file
+    assert "Ignoring the damaged" in caplog.text and "metrics.json" in caplog.text
+    assert set(read_metrics(out)) == set(statuses)

@@ -79,7 +79,9 @@ class _Plan:
                     if d in rerunning]
         record = cache.load_record(self.out, stem)
         if record is None:
-            return reasons + ["no earlier successful run in this folder"]
+            damaged = cache.damaged_reason(self.out, stem)
+            return reasons + [f"its fingerprint is damaged ({damaged}), ignored" if damaged
+                              else "no earlier successful run in this folder"]
         reasons += cache.changes(record, self.fingerprint(stem), self.show)
         reasons += [f"output {self.show(p)} missing" for p in cache.missing_outputs(record)]
         if not (self.out / f"{stem}.ipynb").is_file():
