@@ -33,3 +33,7 @@ class UnsafeArchiveError(LFError):
 
 class PipelineError(LFError):
     """A notebook of the pipeline failed; the message names the notebook and the cell."""
+
+
+class BusyError(LFError):
+    """A resource is in use by another process (e.g. another run writing into the same folder)."""

@@ -7,8 +7,10 @@ the same way:
 * connection errors, read timeouts and the answers in :data:`RETRY_STATUSES` are retried up to
   ``total`` times, by :class:`urllib3.util.Retry`;
 * the wait before a retry is the server's ``Retry-After`` (seconds or an HTTP date) when it
-  sends one, else urllib3's exponential back-off: no wait before the first retry, then
-  ``backoff_factor * 2 ** (n - 1)`` seconds before retry ``n``; every wait is at least
+  sends one, else an exponential back-off of ``backoff_factor * 2 ** (n - 1)`` seconds before
+  retry ``n`` (``backoff_factor``, then twice, four times that ...; capped by urllib3's
+  ``backoff_max``). Unlike urllib3 2, which retries the first time without waiting, the first
+  retry waits too, so an overloaded server is not hit again at once. Every wait is at least
   ``min_wait`` (a crawler's per-host delay);
 * a ``Retry-After`` longer than ``max_retry_after`` is not awaited: the retries end at once and
   the caller gets that answer (its status and header) to report;
@@ -23,8 +25,10 @@ downloader); the crawler asks for ``allow_redirects=False`` and checks every hop
 from __future__ import annotations
 
 import logging
+import random
 import re
 from collections.abc import Callable, Iterable
+from itertools import takewhile
 from typing import Any
 
 import requests
@@ -94,8 +98,20 @@ class Retry(_Urllib3Retry):
         return None if asked is None else max(asked, self.min_wait)
 
     def get_backoff_time(self) -> float:
-        """urllib3's exponential back-off, but never below ``min_wait``."""
-        return max(super().get_backoff_time(), self.min_wait)
+        """Seconds to wait before the next retry when the server sent no ``Retry-After``.
+
+        ``backoff_factor * 2 ** (n - 1)`` for the ``n``-th consecutive failure (redirects do
+        not count), plus urllib3's jitter, at most ``backoff_max``, never below ``min_wait``.
+        urllib3 2 waits nothing before the first retry; here it waits ``backoff_factor``.
+        """
+        failures = len(list(takewhile(lambda h: h.redirect_location is None,
+                                      reversed(self.history))))
+        if failures == 0:
+            return self.min_wait
+        wait = self.backoff_factor * 2 ** (failures - 1)
+        if self.backoff_jitter:
+            wait += random.random() * self.backoff_jitter
+        return max(min(wait, self.backoff_max), self.min_wait)
 
     def increment(self, method: str | None = None, url: str | None = None,
                   response: Any = None, error: Exception | None = None, _pool: Any = None,
@@ -158,7 +174,7 @@ def make_session(
         statuses together).
     backoff_factor : float
         Base of the exponential back-off, in seconds: ``backoff_factor * 2 ** (n - 1)`` before
-        retry ``n`` (none before the first).
+        retry ``n`` (the first retry waits ``backoff_factor``).
     status_forcelist : iterable of int
         Statuses to retry; :data:`RETRY_STATUSES` by default.
     user_agent : str

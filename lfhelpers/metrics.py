@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -15,6 +16,8 @@ import numpy as np
 from lfhelpers.fsutil import write_json
 
 METRICS_FILE = "metrics.json"
+
+log = logging.getLogger(__name__)
 
 
 def _plain(value: Any) -> Any:
@@ -64,7 +67,9 @@ def record_metrics(
     path = out / METRICS_FILE
     with open(out / ".metrics.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        data = _load(path)
+        if not isinstance(data.get(notebook, {}), dict):
+            data[notebook] = {}
         data.setdefault(notebook, {}).update(_plain(dict(metrics)))
         write_json(path, data)
     return data
@@ -83,5 +88,21 @@ def read_metrics(out_dir: str | os.PathLike[str]) -> dict:
     dict
         ``{notebook stem: {metric: value}}``.
     """
-    path = Path(out_dir) / METRICS_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    return _load(Path(out_dir) / METRICS_FILE)
+
+
+def _load(path: Path) -> dict:
+    """``metrics.json`` as a dict; a damaged file (truncated, not an object) counts as empty,
+    with a logged warning, so the notebooks whose figures it held run again."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("Ignoring the damaged %s (%s); the figures it held will be recorded again.",
+                    path, exc)
+        return {}
+    if not isinstance(data, dict):
+        log.warning("Ignoring %s: a JSON %s, not an object.", path, type(data).__name__)
+        return {}
+    return data

@@ -280,3 +280,39 @@ def test_one_class_set_says_a_classifier_needs_two(tmp_path, caplog, capsys):
     text = caplog.text
     assert "one class ('ball')" in text and "at least two classes" in text
     assert "<label>" in text
+
+
+#: A ``manifest.csv`` some other tool wrote: no path/label/split columns.
+FOREIGN_MANIFEST = "filename,category,notes\nball/a.jpg,ball,from the vendor\n"
+
+
+def test_a_foreign_manifest_is_ignored_with_a_logged_line(tmp_path, caplog):
+    from lfhelpers.data import is_project_manifest, list_photos
+    from lfhelpers.data.fixtures import make_synthetic_dataset
+
+    raw = tmp_path / "photos"
+    make_synthetic_dataset(raw, n_per_class=12, size=48, seed=2, labels=["ball", "열쇠고리"])
+    (raw / "manifest.csv").write_text(FOREIGN_MANIFEST, encoding="utf-8")
+    assert not is_project_manifest(raw / "manifest.csv")
+    with caplog.at_level("WARNING", logger="lfhelpers"):
+        photos = list_photos(raw)
+    assert sorted(set(photos["label"])) == ["ball", "열쇠고리"] and len(photos) == 24
+    assert "not a manifest of this project" in caplog.text and "filename" in caplog.text
+    assert "class sub-folders" in caplog.text
+    with pytest.raises(DataError, match="not a manifest of this project.*clean"):
+        read_manifest(raw)
+    folder = ensure_manifest(raw, seed=0, cache_root=tmp_path / "cache")  # notebooks' path
+    assert folder != raw and is_project_manifest(folder / "manifest.csv")
+    assert len(list_photos(folder)) == len(read_manifest(folder, ["train", "val", "test"]))
+
+
+def test_a_verb_that_needs_a_clean_set_names_a_foreign_manifest(tmp_path, capsys):
+    from lfhelpers.cli import main
+
+    folder = tmp_path / "photos"
+    (folder / "ball").mkdir(parents=True)
+    (folder / "manifest.csv").write_text(FOREIGN_MANIFEST, encoding="utf-8")
+    assert main(["audit", str(folder), "--backbone", "none", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "not a manifest of this project" in err and "lfhelpers clean" in err
+    assert "Traceback" not in err and "KeyError" not in err

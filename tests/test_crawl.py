@@ -390,6 +390,33 @@ def test_retries_keep_the_per_host_delay_and_are_counted(site):
     assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.25
 
 
+def test_retries_after_a_5xx_back_off_from_the_first_one_and_double(site):
+    """urllib3 2 retries the first time without waiting; ours waits the back-off, then 2x."""
+    config = _config(site)
+    config.http.delay, config.http.backoff, config.http.retries = 0.0, 0.2, 2
+    site.fail["/list/page1.html"] = (500, None)
+    client = PoliteClient(config)
+    with pytest.raises(Skip) as info:
+        client.fetch(site.base + "list/page1.html", limit=100_000)
+    assert info.value.reason == "http_500"
+    times = [r["t"] for r in site.log if r["path"] == "/list/page1.html"]
+    assert len(times) == 3
+    first, second = times[1] - times[0], times[2] - times[1]
+    assert first >= 0.19 and second >= 0.39, (first, second)
+    assert first < 1.0 and second < 1.5  # the configured back-off, not something much longer
+
+
+def test_retry_after_still_wins_over_the_back_off(site):
+    config = _config(site)
+    config.http.delay, config.http.backoff, config.http.retries = 0.0, 0.05, 1
+    site.fail["/list/page1.html"] = (503, "1")
+    client = PoliteClient(config)
+    with pytest.raises(Skip):
+        client.fetch(site.base + "list/page1.html", limit=100_000)
+    times = [r["t"] for r in site.log if r["path"] == "/list/page1.html"]
+    assert len(times) == 2 and times[1] - times[0] >= 0.95
+
+
 def test_unreachable_robots_txt_means_disallowed_and_is_retried_later(site, tmp_path):
     site.fail["/robots.txt"] = (503, None)
     summary = crawl(_config(site), tmp_path / "out", progress=False)

@@ -377,6 +377,28 @@ def test_index_and_search_commands_round_trip(photos, weights_file, tmp_path, ca
     assert main(["search", str(tmp_path / "idx"), str(tmp_path / "missing.jpg")]) == 1
 
 
+def test_embed_ignores_a_foreign_manifest_in_a_class_folder_set(photos, weights_file, tmp_path,
+                                                                caplog):
+    """A folder of class sub-folders may hold its own manifest.csv (not ours): it is ignored
+    with a logged line and the sub-folders are embedded (it used to end in KeyError 'label')."""
+    import shutil
+
+    from lfhelpers.cli import main
+    from lfhelpers.similarity import shards
+
+    root = tmp_path / "photos"
+    shutil.copytree(Path(photos[0][0]).parent.parent, root)
+    (root / "manifest.csv").write_text("file,class\nball/x.jpg,ball\n", encoding="utf-8")
+    common = ["--backbone", "mobilenet", "--weights", weights_file, "--image-size", str(SIZE)]
+    with caplog.at_level("WARNING", logger="lfhelpers"):
+        assert main(["embed", str(root), "--out", str(tmp_path / "emb"), "--quiet",
+                     *common]) == 0
+    assert "not a manifest of this project" in caplog.text
+    rows, _ = shards.read_embeddings(tmp_path / "emb")
+    assert sorted(rows["label"].unique()) == sorted(set(photos[1]))
+    assert len(rows) == len(photos[0])
+
+
 @pytest.mark.slow
 def test_dask_workers_give_the_same_vectors(photos, weights_file, tmp_path):
     pytest.importorskip("distributed", reason="Dask is the optional extra `dask`")

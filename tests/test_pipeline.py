@@ -401,3 +401,156 @@ def test_native_stderr_stays_out_of_the_notebook(tmp_path):
     outputs = json.dumps(json.loads((out / "01_noise.ipynb").read_text())["cells"][-1]["outputs"])
     assert "cuInit" not in outputs and "python warning" in outputs
     assert "cuInit" in (out / "logs" / "kernel-native.log").read_text()
+
+
+# --------------------------------------------------------------------------- fail early
+
+
+def test_missing_input_stops_before_anything_runs_and_names_its_maker(tmp_path, capsys):
+    """`--only 04` on a fresh folder used to run for minutes, then fail on data/clean."""
+    out = tmp_path / "run"
+    assert main(["run", "--profile", "smoke", "--only", "04", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "04_color_model needs data_dir" in err and "does not exist" in err
+    assert "made by 01_crawl_cleanup" in err and "--only 01,04" in err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_inputs_made_by_a_selected_notebook_are_fine_and_makers_chain(chain, tmp_path):
+    from lfhelpers.errors import DataError
+
+    out = tmp_path / "run"
+    # 03 reads 02's res.txt, and 02 reads 01's data: the hint names both makers
+    with pytest.raises(DataError, match=r"03_end needs res_file[\s\S]*--only 01,02,03"):
+        _run(chain, out, only="03")
+    with pytest.raises(DataError, match=r"02_mid needs data_dir[\s\S]*--only 01,02,03"):
+        _run(chain, out, only="02,03", dry_run=True)
+    assert not out.exists()
+    assert _run(chain, out, only="01,02,03") == {"01_make": "ok", "02_mid": "ok", "03_end": "ok"}
+    assert _run(chain, out, only="03", force=True) == {"03_end": "ok"}  # its input is there now
+    profiles = chain[1]
+    profiles.write_text(profiles.read_text() + '  04_side:\n    data_dir: "{out}/typo"\n')
+    with pytest.raises(DataError, match=r"04_side needs data_dir = .*typo.*no notebook makes it"):
+        _run(chain, out)
+
+
+def test_may_read_inputs_order_the_graph_but_may_be_absent(chain, tmp_path):
+    nbdir, profiles = chain
+    graph = profiles.with_name("graph.yaml")
+    graph.write_text(graph.read_text().replace(
+        '03_end:\n  reads: ["{res_file}"]', '03_end:\n  may_read: ["{res_file}"]'))
+    write_nb(nbdir / "03_end.ipynb", 'out_dir = ""\nres_file = ""',
+             "from pathlib import Path\nprint(Path(res_file).exists())")
+    from lfhelpers.pipeline.graph import build_graph, load_graph
+
+    nodes = build_graph(["02_mid", "03_end"], {"02_mid": {"res_file": "r"},
+                                               "03_end": {"res_file": "r"}},
+                        load_graph(graph), tmp_path)
+    assert nodes["03_end"].deps == {"02_mid"} and nodes["03_end"].needs == {}
+    assert _run(chain, tmp_path / "run", only="03") == {"03_end": "ok"}
+
+
+def test_aug_dir_fallback_in_graph_yaml_agrees_with_the_augment_stage():
+    """The runner derives an empty aug_dir from data (graph.yaml), not by importing augment."""
+    from lfhelpers.augment import default_aug_dir
+    from lfhelpers.pipeline.config import GRAPH_FILE
+    from lfhelpers.pipeline.graph import load_graph, resolve_template
+
+    fallbacks = load_graph(GRAPH_FILE).fallbacks
+    for data_dir in ("data/clean/lostnet", "data/clean/lostnet/", "/abs/clean/분실물",
+                     "clean/x", "clean", "photos", "/a/b/", "a/clean", "xclean/y",
+                     "runs/smoke/data/clean"):
+        got = resolve_template("{aug_dir}", {"data_dir": data_dir, "aug_dir": ""}, fallbacks)
+        assert Path(got) == default_aug_dir(data_dir), data_dir
+
+
+def test_the_generic_runner_imports_no_stage():
+    import ast
+
+    stages = {"data", "crawl", "augment", "models", "color", "similarity", "audit", "explore"}
+    for path in sorted((ROOT / "lfhelpers" / "pipeline").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                parts = (node.module or "").split(".")
+                top = parts[1] if node.level == 0 and parts[0] == "lfhelpers" and \
+                    len(parts) > 1 else parts[0] if node.level == 2 else ""
+                names = {a.name for a in node.names} if node.level == 2 and not node.module \
+                    else set()
+                assert top not in stages and not names & stages, (path.name, ast.dump(node))
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert alias.name.split(".")[:2][-1] not in stages or \
+                        not alias.name.startswith("lfhelpers."), (path.name, alias.name)
+
+
+_HOLD = """
+import sys, time
+from lfhelpers.pipeline.lock import run_lock
+with run_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_second_run_into_the_same_folder_stops_at_once(tmp_path):
+    import subprocess
+    import time
+
+    from lfhelpers.errors import BusyError
+    from lfhelpers.pipeline.lock import run_lock
+
+    out = tmp_path / "run"
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    with run_lock(out):
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "lfhelpers", "run", "--profile", "smoke",
+                               "--only", "01", "--out", str(out)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "Another run is writing into" in proc.stderr and f"pid {__import__('os').getpid()}" \
+            in proc.stderr
+        assert time.monotonic() - started < 60
+        assert not (out / "run.json").exists() and not (out / "logs").exists()
+    # a holder that dies (killed, not released) leaves a file but no lock behind
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(out)], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(BusyError, match="Another run"), run_lock(out):
+            pass
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    with run_lock(out) as path:
+        assert path.is_file()
+
+
+def test_damaged_fingerprints_and_metrics_are_ignored_with_a_reason(chain, tmp_path, caplog):
+    """A truncated or ill-shaped file in DIR/.cache (or metrics.json) reruns, never crashes."""
+    from lfhelpers.pipeline import format_plan
+
+    nbdir, profiles = chain
+    out = tmp_path / "run"
+    assert set(_run(chain, out).values()) == {"ok"}
+    fingerprint = out / ".cache" / "02_mid.json"
+    fingerprint.write_bytes(fingerprint.read_bytes()[:40])  # a write cut short
+    (out / ".cache" / "04_side.json").write_text('{"parameters": [], "stamp": "x"}')
+    plan = format_plan(run_pipeline("t", out_dir=out, notebook_dir=nbdir, profiles_file=profiles,
+                                    dry_run=True, echo=False))
+    assert "02_mid: runs (its fingerprint is damaged (not valid JSON" in plan
+    assert "04_side: runs (its fingerprint is damaged (its parameters is not a mapping)" in plan
+    assert "01_make: cached" in plan
+    with caplog.at_level("WARNING", logger="lfhelpers"):
+        assert _run(chain, out) == {"01_make": "cached", "02_mid": "ok", "03_end": "ok",
+                                    "04_side": "ok"}
+    assert "Ignoring the damaged fingerprint" in caplog.text
+    assert set(_run(chain, out).values()) == {"cached"}  # good fingerprints again
+
+    metrics = out / "metrics.json"
+    metrics.write_text(metrics.read_text()[:25])
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lfhelpers"):
+        statuses = _run(chain, out)
+    assert set(statuses.values()) == {"ok"}  # every notebook's figures were lost with the file
+    assert "Ignoring the damaged" in caplog.text and "metrics.json" in caplog.text
+    assert set(read_metrics(out)) == set(statuses)

@@ -72,10 +72,11 @@ Keys (every key but ``start`` and ``items`` is optional):
 ``http``
     ``delay`` (seconds between two requests to one host, retries included; robots.txt
     ``Crawl-delay`` wins when longer; default 1), ``timeout`` (seconds per read; 20),
-    ``file_timeout`` (seconds per file; 120), ``retries`` (3), ``backoff`` (urllib3's back-off
-    factor in seconds: retry ``n`` waits ``backoff * 2 ** (n - 1)``, the first none, but never
-    less than ``delay``; 1), ``max_retry_after`` (longest ``Retry-After`` awaited; a
-    longer one ends the retries at once; 120), ``max_redirects`` (5), ``contact`` (an address
+    ``file_timeout`` (seconds per file; 120), ``retries`` (3), ``backoff`` (back-off factor
+    in seconds: retry ``n`` after a failure waits ``backoff * 2 ** (n - 1)``, so the first
+    retry waits ``backoff``, the second twice that ..., never less than ``delay``; 1),
+    ``max_retry_after`` (longest ``Retry-After`` awaited; a longer one ends the retries at
+    once; 120), ``max_redirects`` (5), ``contact`` (an address
     or URL added to the User-Agent).
 ``limits``
     ``max_pages`` (listing pages; 100), ``max_items`` (0: no limit), ``max_bytes`` (per image;
@@ -200,7 +201,7 @@ class HttpOptions:
     timeout: float = 20.0  # seconds per read
     file_timeout: float = 120.0  # seconds per file
     retries: int = 3
-    backoff: float = 1.0  # seconds, urllib3's back-off factor
+    backoff: float = 1.0  # seconds before the first retry, doubling after
     max_retry_after: float = 120.0  # seconds
     max_redirects: int = 5
     contact: str = ""  # an address or URL added to the User-Agent

@@ -1,6 +1,7 @@
 """The data layer: from a source to a clean, split, labelled image set.
 
-manifest   the manifest schema: read, write, count (``manifest.csv``)
+manifest   the manifest schema: read, write, count (``manifest.csv``); tell a foreign one;
+           list the photos of a clean set or of class sub-folders
 prepare    obtain raw class folders, clean and split them (the orchestration)
 sources    the public data sets: registry, checked resumable downloads, offline mirror
 clean      full decode, RGB, size limits, exact and near duplicates, quarantine
@@ -14,7 +15,10 @@ from lfhelpers.data.manifest import (
     MANIFEST_COLUMNS,
     SPLITS,
     class_counts,
+    is_project_manifest,
+    list_photos,
     manifest_path,
+    project_manifest,
     read_manifest,
     write_manifest,
 )
@@ -22,6 +26,7 @@ from lfhelpers.data.prepare import ensure_manifest, folder_counts, obtain_raw, p
 from lfhelpers.data.sampling import gallery_and_queries, sample_per_class, spread_sample
 
 __all__ = ["MANIFEST", "MANIFEST_COLUMNS", "SPLITS", "class_counts",
-           "ensure_manifest", "folder_counts", "gallery_and_queries", "manifest_path",
-           "obtain_raw", "prepare_dataset", "read_manifest", "sample_per_class",
-           "spread_sample", "write_manifest"]
+           "ensure_manifest", "folder_counts", "gallery_and_queries", "is_project_manifest",
+           "list_photos", "manifest_path", "obtain_raw", "prepare_dataset",
+           "project_manifest", "read_manifest", "sample_per_class", "spread_sample",
+           "write_manifest"]

@@ -33,7 +33,7 @@ from lfhelpers.http import (
 
 logger = logging.getLogger(__name__)
 
-#: Back-off factor between download attempts, in seconds (urllib3: no wait before the first
+#: Back-off factor between download attempts, in seconds (``RETRY_BACKOFF_S`` before the first
 #: retry, then ``2 * RETRY_BACKOFF_S``, ``4 * RETRY_BACKOFF_S`` ...).
 RETRY_BACKOFF_S = 1.0
 #: Longest ``Retry-After`` a download waits for, in seconds; a longer one ends the retries.

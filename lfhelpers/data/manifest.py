@@ -10,10 +10,18 @@ The manifest is written by :mod:`lfhelpers.clean` and :mod:`lfhelpers.split`. Co
 ``group``     near-duplicate group id; a group never straddles two splits
 ``width``, ``height``, ``bytes``  of the clean file
 ``source``    the raw file it came from, relative to the raw folder
+
+A folder may hold a ``manifest.csv`` that this project did not write (a data set's own
+listing, a spreadsheet export). :func:`project_manifest` tells the two apart by the columns
+of its header (:data:`REQUIRED_COLUMNS`): a foreign one is ignored with a logged line, and
+:func:`list_photos` then lists the class sub-folders instead; :func:`read_manifest` refuses it
+with a message that says what to do.
 """
 
 from __future__ import annotations
 
+import csv
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,11 +35,102 @@ MANIFEST = "manifest.csv"
 SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ["path", "label", "split", "sha256", "phash", "group", "width", "height",
                     "bytes", "source"]
+#: Columns whose presence in the header marks a ``manifest.csv`` as this project's (clean
+#: sets and augmented folders both write them first).
+REQUIRED_COLUMNS = ("path", "label", "split")
+#: File name suffixes listed as photos in a folder of class sub-folders.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+log = logging.getLogger(__name__)
 
 
 def manifest_path(clean_dir: str | os.PathLike[str]) -> Path:
     """Return ``<clean_dir>/manifest.csv``."""
     return Path(clean_dir) / MANIFEST
+
+
+def manifest_header(path: str | os.PathLike[str]) -> list[str]:
+    """The column names in the first line of a CSV file (``[]`` when empty or unreadable)."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            return [c.strip() for c in next(csv.reader(fh), [])]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
+def is_project_manifest(path: str | os.PathLike[str]) -> bool:
+    """Whether the CSV file ``path`` is a manifest this project wrote.
+
+    It is when its header names every column of :data:`REQUIRED_COLUMNS`; any other CSV (a
+    data set's own listing, an export) is foreign.
+    """
+    return set(REQUIRED_COLUMNS) <= set(manifest_header(path))
+
+
+def _foreign(path: Path) -> str:
+    header = manifest_header(path)
+    shown = ", ".join(header[:8]) + (", ..." if len(header) > 8 else "") if header else "none"
+    return (f"{path} is not a manifest of this project: its columns ({shown}) lack "
+            f"{', '.join(c for c in REQUIRED_COLUMNS if c not in header)}")
+
+
+def project_manifest(folder: str | os.PathLike[str]) -> Path | None:
+    """``<folder>/manifest.csv`` when it exists and is this project's, else None.
+
+    A foreign ``manifest.csv`` (see :func:`is_project_manifest`) is ignored with a logged line:
+    the folder is then taken as a folder of class sub-folders.
+    """
+    path = manifest_path(folder)
+    if not path.is_file():
+        return None
+    if is_project_manifest(path):
+        return path
+    log.warning("Ignoring %s; using the class sub-folders of %s instead.", _foreign(path),
+                Path(folder))
+    return None
+
+
+def list_photos(
+    data_dir: str | os.PathLike[str],
+    suffixes: Iterable[str] = IMAGE_SUFFIXES,
+) -> pd.DataFrame:
+    """``path, label`` of every photo of a clean set or of a folder of class sub-folders.
+
+    Parameters
+    ----------
+    data_dir : path-like
+        A clean set (its ``manifest.csv`` is read; ``excluded`` rows are left out) or a
+        folder of class sub-folders (folder name = label). A ``manifest.csv`` that this
+        project did not write is ignored with a logged line.
+    suffixes : iterable of str
+        File name suffixes (lower case) taken as photos in class sub-folders.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``path`` (absolute) and ``label``.
+
+    Raises
+    ------
+    DataError
+        When ``data_dir`` is not a folder or holds no photos.
+    """
+    root = Path(data_dir)
+    if project_manifest(root) is not None:
+        df = read_manifest(root)
+        if "split" in df:
+            df = df[df["split"] != "excluded"]
+        return pd.DataFrame({"path": df["file"].astype(str), "label": df["label"].astype(str)})
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder; give a clean set (manifest.csv) or a folder "
+                        "of class sub-folders.")
+    wanted = tuple(s.lower() for s in suffixes)
+    rows = [{"path": str(p.resolve()), "label": d.name}
+            for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
+            for p in sorted(d.iterdir()) if p.suffix.lower() in wanted]
+    if not rows:
+        raise DataError(f"No photos in {root}: expected manifest.csv or <class>/<photo> files.")
+    return pd.DataFrame(rows)
 
 
 def read_manifest(
@@ -58,13 +157,19 @@ def read_manifest(
     Raises
     ------
     DataError
-        When the manifest is missing; the message says how to make it.
+        When the manifest is missing or is not this project's (another CSV named
+        ``manifest.csv``); the message says how to make one.
     """
     path = manifest_path(clean_dir)
     if not path.exists():
         raise DataError(
             f"No manifest at {path}. Run notebook 01 or `python -m lfhelpers clean RAW_DIR "
             f"--out {clean_dir}` first."
+        )
+    if not is_project_manifest(path):
+        raise DataError(
+            f"{_foreign(path)}. Clean the folder into a new one first (`python -m lfhelpers "
+            f"clean {clean_dir} --out CLEAN_DIR`, which ignores that file) and use CLEAN_DIR."
         )
     df = pd.read_csv(path, dtype={"label": str, "phash": str, "sha256": str, "path": str,
                                   "source": str, "split": str}, keep_default_na=False)

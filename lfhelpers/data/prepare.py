@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from lfhelpers.data.clean import CleanOptions, CleanReport, clean_dataset, list_raw_files
-from lfhelpers.data.manifest import manifest_path, write_manifest
+from lfhelpers.data.manifest import project_manifest, write_manifest
 from lfhelpers.data.split import split_manifest
 from lfhelpers.errors import DataError
 
@@ -120,7 +120,7 @@ def ensure_manifest(
         The folder holding ``manifest.csv``.
     """
     data_dir = Path(data_dir)
-    if manifest_path(data_dir).exists():
+    if project_manifest(data_dir) is not None:  # a foreign manifest.csv is ignored (logged)
         return data_dir
     if not data_dir.is_dir():
         raise DataError(f"data_dir {data_dir} does not exist. Run notebook 01 first, or point "

@@ -18,7 +18,12 @@ change reruns it and everything downstream. With ``jobs`` > 1, notebooks whose i
 run side by side. On a failure the runner starts nothing new, names the notebook and the cell,
 and leaves the partial outputs on disk.
 
+Before any notebook runs, the declared inputs of the selected notebooks must exist (or be made
+by a selected notebook); otherwise the runner stops and names the notebook that makes them. One
+run at a time writes into a folder: a second one stops at once (:mod:`.lock`).
+
 Modules: :mod:`.config` (profiles, parameters), :mod:`.graph`, :mod:`.cache` (fingerprints),
+:mod:`.lock` (one writer per run folder),
 :mod:`.execute` (papermill, progress, HTML), :mod:`.runner` and :mod:`.report` (``run.json``,
 summary, ``publish``).
 """

@@ -15,6 +15,9 @@ A notebook's fingerprint, stored after each successful run in ``<out>/.cache/<st
 * ``upstream``: the ``stamp`` of each notebook it depends on, as it was when it ran;
 * ``writes``: the paths it writes, each of which must still exist;
 * ``stamp``: a fresh id of this run, which downstream notebooks record.
+
+A fingerprint that cannot be read or is not shaped as above (a truncated write, an edit by
+hand) is ignored with a logged warning: its notebook simply runs again.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import logging
 import os
 import re
 import uuid
@@ -35,6 +39,11 @@ from ..fsutil import write_json
 
 CACHE_DIR = ".cache"
 PACKAGE = "lfhelpers"
+#: Fields of a fingerprint that map names to values.
+_MAPPINGS = ("parameters", "code", "reads", "upstream")
+
+log = logging.getLogger(__name__)
+_warned: set[tuple[str, int, int]] = set()
 
 
 def record_path(out: Path, stem: str) -> Path:
@@ -42,12 +51,59 @@ def record_path(out: Path, stem: str) -> Path:
     return out / CACHE_DIR / f"{stem}.json"
 
 
-def load_record(out: Path, stem: str) -> dict | None:
-    """The stored fingerprint of ``stem`` in ``out``, or ``None``."""
+def record_problem(record: Any) -> str | None:
+    """What is wrong with the shape of a stored fingerprint; ``None`` when it is usable."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    for key in _MAPPINGS:
+        if not isinstance(record.get(key, {}), dict):
+            return f"its {key} is not a mapping"
+    writes = record.get("writes", [])
+    if not (isinstance(writes, list) and all(isinstance(w, str) for w in writes)):
+        return "its writes are not a list of paths"
+    if not isinstance(record.get("stamp"), str):
+        return "it has no stamp"
+    return None
+
+
+def damaged_reason(out: Path, stem: str) -> str | None:
+    """Why the fingerprint file of ``stem`` is unusable; ``None`` when absent or fine."""
+    path = record_path(out, stem)
     try:
-        return json.loads(record_path(out, stem).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError) as exc:
+        return f"unreadable ({exc})"
+    try:
+        return record_problem(json.loads(text))
+    except ValueError as exc:
+        return f"not valid JSON ({exc})"
+
+
+def load_record(out: Path, stem: str) -> dict | None:
+    """The stored fingerprint of ``stem`` in ``out``, or ``None``.
+
+    A damaged one (see :func:`damaged_reason`) counts as absent, with a logged warning.
+    """
+    path = record_path(out, stem)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record_problem(record) is None:
+            return record
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        key = (str(path), path.stat().st_mtime_ns, path.stat().st_size)
+    except OSError:
+        key = (str(path), 0, 0)
+    if key not in _warned:
+        _warned.add(key)
+        log.warning("Ignoring the damaged fingerprint %s (%s): %s will run again.", path,
+                    damaged_reason(out, stem), stem)
+    return None
 
 
 def forget(out: Path, stem: str) -> None:

@@ -11,8 +11,17 @@ notebooks' parameters::
 
 A notebook depends on another when one of its read paths equals, contains or lies inside one of
 the other's write paths (and two notebooks that write overlapping paths run in number order).
+``reads`` must exist when the notebook starts (:func:`missing_inputs` checks them before a run
+starts anything); ``may_read`` paths are used when they are there (dependencies all the same).
 A template naming a parameter the notebook lacks, or one whose value is empty, gives no path;
-``fallbacks`` say what an empty parameter means (``aug_dir: "default_aug_dir({data_dir})"``).
+``fallbacks`` say what an empty parameter means: another template, optionally rewritten by the
+first matching regular expression (pure data, so the runner needs no stage's code)::
+
+    fallbacks:
+      aug_dir:
+        from: "{data_dir}"
+        rewrite: [['^(.*/)?clean/([^/]+)/*$', '\\1augmented/\\2'], ['^(.*?)/*$', '\\1_augmented']]
+
 A notebook with no entry depends on every notebook before it.
 """
 
@@ -30,17 +39,8 @@ import yaml
 
 from ..errors import ConfigError
 
-_CALL = re.compile(r"^\s*(\w+)\((.*)\)\s*$")
-
-
-def _default_aug_dir(clean_dir: str) -> str:
-    from ..augment import default_aug_dir
-
-    return str(default_aug_dir(clean_dir))
-
-
-#: Functions a ``fallbacks`` entry may call, with one template argument.
-FALLBACK_FUNCTIONS = {"default_aug_dir": _default_aug_dir}
+#: The keys a notebook's entry may have.
+ENTRY_KEYS = ("reads", "may_read", "writes", "scratch", "after")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,30 @@ class Entry:
     writes: tuple[str, ...] = ()
     scratch: tuple[str, ...] = ()
     after: tuple[str, ...] | str = ()
+    may_read: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """What an empty parameter means: ``template``, then the first ``rewrite`` that matches.
+
+    ``rewrite`` holds ``(pattern, replacement)`` pairs of :func:`re.sub`, applied once to the
+    filled template (with ``/`` separators).
+    """
+
+    template: str
+    rewrite: tuple[tuple[str, str], ...] = ()
+
+    def resolve(self, values: Mapping[str, Any]) -> str | None:
+        """The parameter's value by this rule; ``None`` when the template names no path."""
+        text = resolve_template(self.template, values)
+        if text is None:
+            return None
+        text = text.replace(os.sep, "/")
+        for pattern, replacement in self.rewrite:
+            if re.search(pattern, text):
+                return re.sub(pattern, replacement, text, count=1)
+        return text
 
 
 @dataclass
@@ -58,18 +82,23 @@ class GraphSpec:
     """The content of a graph file."""
 
     entries: dict[str, Entry] = field(default_factory=dict)
-    fallbacks: dict[str, str] = field(default_factory=dict)
+    fallbacks: dict[str, Fallback] = field(default_factory=dict)
 
 
 @dataclass
 class Node:
-    """A notebook in the resolved graph."""
+    """A notebook in the resolved graph.
+
+    ``reads`` holds every input path (``reads`` and ``may_read`` of its entry); ``needs`` maps
+    the ones that must exist before it starts to the template that named them.
+    """
 
     stem: str
     reads: list[Path]
     writes: list[Path]
     declared: bool
     deps: set[str] = field(default_factory=set)
+    needs: dict[Path, str] = field(default_factory=dict)
 
 
 def _strings(value: Any, where: str) -> tuple[str, ...]:
@@ -104,21 +133,44 @@ def load_graph(path: str | os.PathLike[str] | None) -> GraphSpec:
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must map notebook stems to reads/writes.")
-    spec = GraphSpec(fallbacks={str(k): str(v) for k, v in (data.pop("fallbacks", None)
-                                                             or {}).items()})
+    spec = GraphSpec(fallbacks={str(k): _fallback(v, f"{path}: fallbacks.{k}")
+                                for k, v in (data.pop("fallbacks", None) or {}).items()})
     for stem, item in data.items():
         item = item or {}
-        unknown = set(item) - {"reads", "writes", "scratch", "after"}
+        unknown = set(item) - set(ENTRY_KEYS) if isinstance(item, dict) else set()
         if not isinstance(item, dict) or unknown:
-            raise ConfigError(f"{path}: entry {stem} may only have reads, writes, scratch and "
-                              f"after (got {sorted(unknown) or item!r}).")
+            raise ConfigError(f"{path}: entry {stem} may only have {', '.join(ENTRY_KEYS)} "
+                              f"(got {sorted(unknown) or item!r}).")
         after = item.get("after") or ()
         spec.entries[str(stem)] = Entry(
             reads=_strings(item.get("reads"), f"{path}: {stem}.reads"),
+            may_read=_strings(item.get("may_read"), f"{path}: {stem}.may_read"),
             writes=_strings(item.get("writes"), f"{path}: {stem}.writes"),
             scratch=_strings(item.get("scratch"), f"{path}: {stem}.scratch"),
             after=after if after == "all" else _strings(after, f"{path}: {stem}.after"))
     return spec
+
+
+def _fallback(value: Any, where: str) -> Fallback:
+    """A ``fallbacks`` entry: a template, or ``{from: template, rewrite: [[pattern, repl]]}``."""
+    if isinstance(value, str):
+        return Fallback(value)
+    if not isinstance(value, dict) or not isinstance(value.get("from"), str) or \
+            set(value) - {"from", "rewrite"}:
+        raise ConfigError(f"{where} must be a template or {{from: template, rewrite: "
+                          f"[[pattern, replacement], ...]}}, got {value!r}.")
+    rules = []
+    for rule in value.get("rewrite") or []:
+        if not (isinstance(rule, list) and len(rule) == 2 and all(isinstance(r, str)
+                                                                   for r in rule)):
+            raise ConfigError(f"{where}.rewrite: each rule is [pattern, replacement], "
+                              f"got {rule!r}.")
+        try:
+            re.compile(rule[0])
+        except re.error as exc:
+            raise ConfigError(f"{where}.rewrite: bad pattern {rule[0]!r}: {exc}") from None
+        rules.append((rule[0], rule[1]))
+    return Fallback(value["from"], tuple(rules))
 
 
 def _fields(template: str) -> list[str]:
@@ -129,7 +181,7 @@ def _fields(template: str) -> list[str]:
 
 
 def resolve_template(template: str, values: Mapping[str, Any],
-                     fallbacks: Mapping[str, str] | None = None) -> str | None:
+                     fallbacks: Mapping[str, Fallback] | None = None) -> str | None:
     """Fill a path template with parameter values; ``None`` when it cannot name a path.
 
     Parameters
@@ -139,7 +191,7 @@ def resolve_template(template: str, values: Mapping[str, Any],
     values : mapping
         Parameter values of the notebook (its defaults updated with what it is given).
     fallbacks : mapping, optional
-        Parameter name to a template, or ``function({template})``, used when the value is empty.
+        Parameter name to the :class:`Fallback` used when its value is empty.
 
     Returns
     -------
@@ -150,13 +202,7 @@ def resolve_template(template: str, values: Mapping[str, Any],
     for name in _fields(template):
         value = values.get(name)
         if (value is None or value == "") and fallbacks and name in fallbacks:
-            rule = fallbacks[name]
-            call = _CALL.match(rule)
-            if call and call.group(1) in FALLBACK_FUNCTIONS:
-                arg = resolve_template(call.group(2), values)
-                value = FALLBACK_FUNCTIONS[call.group(1)](arg) if arg else None
-            else:
-                value = resolve_template(rule, values)
+            value = fallbacks[name].resolve(values)
         if value is None or value == "" or isinstance(value, bool | list | dict):
             return None
         filled[name] = str(value)
@@ -210,8 +256,13 @@ def build_graph(
                     out.append(_path(text, workdir))
             return out
 
-        nodes[stem] = Node(stem, paths(entry.reads) if entry else [],
-                           paths(entry.writes) if entry else [], declared=entry is not None)
+        needs: dict[Path, str] = {}
+        for template in entry.reads if entry else ():
+            for path in paths((template,)):
+                needs.setdefault(path, template)
+        nodes[stem] = Node(stem, paths(entry.reads + entry.may_read) if entry else [],
+                           paths(entry.writes) if entry else [], declared=entry is not None,
+                           needs=needs)
     for i, stem in enumerate(stems):
         node, entry = nodes[stem], spec.entries.get(stem)
         earlier = list(stems[:i])
@@ -270,3 +321,48 @@ def upstream(nodes: Mapping[str, Node], stem: str) -> set[str]:
             seen.add(s)
             stack.extend(nodes[s].deps)
     return seen
+
+
+@dataclass(frozen=True)
+class MissingInput:
+    """A path a selected notebook needs that is not there and that no selected notebook makes."""
+
+    stem: str
+    template: str
+    path: Path
+    makers: tuple[str, ...]
+
+
+def missing_inputs(nodes: Mapping[str, Node], selected: Sequence[str]) -> list[MissingInput]:
+    """The inputs (``reads``) of the selected notebooks that do not exist yet.
+
+    An input written by a selected notebook (the notebook itself included) is fine: it will
+    exist by the time its reader starts. ``makers`` are the notebooks that write it.
+
+    Parameters
+    ----------
+    nodes : mapping
+        The graph of :func:`build_graph`.
+    selected : sequence of str
+        The notebooks of this run.
+    """
+    found = []
+    for stem in selected:
+        for path, template in nodes[stem].needs.items():
+            if path.exists() or any(_overlap(path, w) for s in selected
+                                    for w in nodes[s].writes):
+                continue
+            makers = tuple(s for s in nodes if any(_overlap(path, w) for w in nodes[s].writes))
+            found.append(MissingInput(stem, template, path, makers))
+    return found
+
+
+def selection_with_makers(nodes: Mapping[str, Node], selected: Sequence[str]) -> list[str]:
+    """``selected`` plus the notebooks that make their missing inputs (and theirs), in order."""
+    chosen = set(selected)
+    while True:
+        extra = {m for miss in missing_inputs(nodes, [s for s in nodes if s in chosen])
+                 for m in miss.makers[:1]} - chosen
+        if not extra:
+            return [s for s in nodes if s in chosen]
+        chosen |= extra

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import sys
 import threading
 import time
@@ -12,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, PipelineError
+from ..errors import ConfigError, DataError, PipelineError
 from ..metrics import read_metrics
 from . import cache
 from .config import (
@@ -29,7 +30,15 @@ from .config import (
     select_notebooks,
 )
 from .execute import Console, execute, export_html, format_seconds, kernel_env
-from .graph import Node, build_graph, load_graph, topological_order
+from .graph import (
+    Node,
+    build_graph,
+    load_graph,
+    missing_inputs,
+    selection_with_makers,
+    topological_order,
+)
+from .lock import run_lock
 from .report import NotebookRun, RunResult, write_summary
 
 
@@ -70,7 +79,9 @@ class _Plan:
                     if d in rerunning]
         record = cache.load_record(self.out, stem)
         if record is None:
-            return reasons + ["no earlier successful run in this folder"]
+            damaged = cache.damaged_reason(self.out, stem)
+            return reasons + [f"its fingerprint is damaged ({damaged}), ignored" if damaged
+                              else "no earlier successful run in this folder"]
         reasons += cache.changes(record, self.fingerprint(stem), self.show)
         reasons += [f"output {self.show(p)} missing" for p in cache.missing_outputs(record)]
         if not (self.out / f"{stem}.ipynb").is_file():
@@ -152,6 +163,11 @@ def run_pipeline(
         When a notebook fails: the message names it, the failing cell and the error.
     ConfigError
         For an unknown profile, ``--only``/``--force`` name or ``-p`` name, or a bad graph.
+    DataError
+        Before anything runs, when a declared input (``reads`` in the graph) of a selected
+        notebook is missing and no selected notebook makes it; the message names its maker.
+    BusyError
+        At once, when another run is writing into ``out_dir`` (see :mod:`.lock`).
     """
     started = time.monotonic()
     profiles = load_profiles(profiles_file)
@@ -193,28 +209,17 @@ def run_pipeline(
         forced = match_stems(order, force, "--force") if force else set()
 
     plan = _Plan(out, workdir, nodes, {nb.stem: nb for nb in notebooks}, params, declared)
-    result = RunResult(profile=profile, out_dir=out, dry_run=dry_run)
-    rerun: set[str] = set()
-    for stem in order:
-        reasons = plan.reasons(stem, stem in forced, rerun) if use_cache else ["cache off"]
-        run = NotebookRun(stem=stem, parameters=params[stem], reasons=reasons,
-                          log=out / "logs" / f"{stem}.log")
-        if reasons:
-            rerun.add(stem)
-            run.status = "would run" if dry_run else "pending"
-        else:
-            run.status = "cached"
-        result.notebooks.append(run)
+    _check_inputs(plan, order)
     if dry_run:
-        result.seconds = time.monotonic() - started
-        return result
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        _execute_all(result, plan, workdir, html=html, echo=echo, jobs=jobs,
-                     use_cache=use_cache)
-    finally:
-        result.seconds = time.monotonic() - started
-        write_summary(result)
+        return _decide(plan, order, forced, params, profile, dry_run, use_cache, started)
+    with run_lock(out):  # one writer per run folder; a second run stops here at once
+        result = _decide(plan, order, forced, params, profile, dry_run, use_cache, started)
+        try:
+            _execute_all(result, plan, workdir, html=html, echo=echo, jobs=jobs,
+                         use_cache=use_cache)
+        finally:
+            result.seconds = time.monotonic() - started
+            write_summary(result)
     failed = [r for r in result.notebooks if r.status == "failed"]
     if failed:
         target = out / f"{failed[0].stem}.ipynb"
@@ -222,6 +227,51 @@ def run_pipeline(
             f"Notebook {failed[0].stem} failed at {failed[0].error}\n"
             f"Partial outputs are in {out} (open {target.name} to see the failing cell; "
             f"its log: {os.path.relpath(failed[0].log, out) if failed[0].log else '-'}).")
+    return result
+
+
+def _check_inputs(plan: _Plan, order: list[str]) -> None:
+    """Stop before anything runs when a selected notebook's declared input is missing.
+
+    An input made by a notebook selected in this run is fine; otherwise the message names the
+    notebook that makes it and the ``--only`` that includes it.
+    """
+    missing = missing_inputs(plan.nodes, order)
+    if not missing:
+        return
+    lines = []
+    for miss in missing:
+        name = miss.template.strip("{}") if re.fullmatch(r"\{\w+\}", miss.template) \
+            else miss.template
+        made = (f"made by {' or '.join(miss.makers)}" if miss.makers
+                else "no notebook makes it: check the path (-p) or the profile")
+        lines.append(f"  {miss.stem} needs {name} = {plan.show(miss.path)}, which does not "
+                     f"exist; {made}")
+    wanted = selection_with_makers(plan.nodes, order)
+    numbers = ",".join(s.split("_")[0] for s in wanted)
+    hint = (f"Run the notebooks that make them too: --only {numbers}"
+            if len(wanted) > len(order) else "Make them first, or point the parameters at "
+            "existing paths with -p name=value")
+    raise DataError("Missing inputs; nothing was run:\n" + "\n".join(lines) + f"\n{hint}.")
+
+
+def _decide(plan: _Plan, order: list[str], forced: set[str],
+            params: Mapping[str, dict[str, Any]], profile: str, dry_run: bool, use_cache: bool,
+            started: float) -> RunResult:
+    """Each selected notebook: cached, or to run with the reasons."""
+    result = RunResult(profile=profile, out_dir=plan.out, dry_run=dry_run)
+    rerun: set[str] = set()
+    for stem in order:
+        reasons = plan.reasons(stem, stem in forced, rerun) if use_cache else ["cache off"]
+        run = NotebookRun(stem=stem, parameters=params[stem], reasons=reasons,
+                          log=plan.out / "logs" / f"{stem}.log")
+        if reasons:
+            rerun.add(stem)
+            run.status = "would run" if dry_run else "pending"
+        else:
+            run.status = "cached"
+        result.notebooks.append(run)
+    result.seconds = time.monotonic() - started
     return result
 
 

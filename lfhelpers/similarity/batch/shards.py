@@ -46,25 +46,12 @@ _LOCK = threading.Lock()
 def list_photos(data_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """``path, label`` of every photo of a clean set (``manifest.csv``) or class-folder set.
 
-    The ``excluded`` rows of a manifest are left out.
+    The ``excluded`` rows of a manifest are left out; a ``manifest.csv`` this project did not
+    write is ignored with a logged line (see :func:`lfhelpers.data.manifest.list_photos`).
     """
-    root = Path(data_dir)
-    if (root / "manifest.csv").is_file():
-        from lfhelpers.data import read_manifest
+    from lfhelpers.data.manifest import list_photos as list_set_photos
 
-        df = read_manifest(root)
-        if "split" in df:
-            df = df[df["split"] != "excluded"]
-        return pd.DataFrame({"path": df["file"].astype(str), "label": df["label"].astype(str)})
-    if not root.is_dir():
-        raise DataError(f"{root} is not a folder; give a clean set (manifest.csv) or a folder "
-                        "of class sub-folders.")
-    rows = [{"path": str(p.resolve()), "label": d.name}
-            for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
-            for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
-    if not rows:
-        raise DataError(f"No photos in {root}: expected manifest.csv or <class>/<photo> files.")
-    return pd.DataFrame(rows)
+    return list_set_photos(data_dir, IMAGE_SUFFIXES)
 
 
 def embedding_spec(backbone: str = "xception", weights: str = "auto",
