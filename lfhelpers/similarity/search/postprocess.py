@@ -19,8 +19,8 @@ with k-reciprocal encoding", 2017) and need no training labels:
 (``center``, ``pcaw``, ``dba``) are learned from the gallery once, the query-side step (``aqe``)
 runs on each new query against the stored gallery, so a photo searched later gets exactly what
 the benchmark measured. :func:`postprocess` applies a list of steps (names in :data:`STEPS`)
-to gallery and query vectors; ``leave_one_out=True`` keeps each gallery photo out of the steps that would otherwise
-let it see itself (DBA), so leave-one-out figures stay honest.
+to gallery and query vectors; ``leave_one_out=True`` keeps each gallery photo out of the steps
+that would otherwise let it see itself (DBA), so leave-one-out figures stay honest.
 """
 
 from __future__ import annotations
