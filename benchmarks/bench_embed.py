@@ -31,12 +31,8 @@ import pandas as pd
 
 from lfhelpers.fsutil import write_json
 from lfhelpers.similarity.batch.distributed import dask_client
-from lfhelpers.similarity.batch.shards import (
-    embed_folder,
-    embedding_spec,
-    list_photos,
-    read_embeddings,
-)
+from lfhelpers.similarity.batch.shards import embed_folder, list_photos, read_embeddings
+from lfhelpers.similarity.search.recipe import embedding_spec
 
 
 def subset(data: Path, per_class: int, dest: Path) -> int:

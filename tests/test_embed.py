@@ -23,6 +23,7 @@ from lfhelpers.models import backbones
 from lfhelpers.similarity.features import cnn as embed
 from lfhelpers.similarity.features import registry
 from lfhelpers.similarity.features.base import standardize_l2
+from lfhelpers.similarity.search.recipe import embedding_spec
 
 # Keras' own numpy conversion warns under NumPy 2 (not ours to fix)
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -339,7 +340,7 @@ def test_embed_shards_resume_and_refuse_other_settings(photos, weights_file, tmp
     from lfhelpers.similarity.batch import shards
 
     root = Path(photos[0][0]).parent.parent
-    spec = shards.embedding_spec("mobilenet", weights_file, SIZE, batch_size=8)
+    spec = embedding_spec("mobilenet", weights_file, SIZE, batch_size=8)
     first = shards.embed_folder(root, tmp_path / "emb", spec, progress=False)
     assert first.n_embedded == len(photos[0]) and first.n_done_before == 0
     again = shards.embed_folder(root, tmp_path / "emb", spec, progress=False)
@@ -406,7 +407,7 @@ def test_dask_workers_give_the_same_vectors(photos, weights_file, tmp_path):
     from lfhelpers.similarity.batch.distributed import dask_client
 
     root = Path(photos[0][0]).parent.parent
-    spec = shards.embedding_spec("mobilenet", weights_file, SIZE, batch_size=8)
+    spec = embedding_spec("mobilenet", weights_file, SIZE, batch_size=8)
     shards.embed_folder(root, tmp_path / "single", spec, progress=False)
     with dask_client("local:2") as client:
         assert len(client.scheduler_info()["workers"]) == 2

@@ -34,6 +34,7 @@ import pandas as pd
 
 from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.fsutil import atomic_write, sha256_file
+from lfhelpers.similarity.search.recipe import embedder_from_spec, embedding_spec
 
 log = logging.getLogger(__name__)
 
@@ -54,48 +55,8 @@ def list_photos(data_dir: str | os.PathLike[str]) -> pd.DataFrame:
     return list_set_photos(data_dir, IMAGE_SUFFIXES)
 
 
-def embedding_spec(backbone: str = "xception", weights: str = "auto",
-                   image_size: int | None = None, pooling: str = "avg", flip: bool = False,
-                   batch_size: int = 32, seed: int = 0) -> dict[str, Any]:
-    """Everything that changes a vector, as recorded in ``embedding.json``.
-
-    ``backbone``: a name of :data:`~lfhelpers.models.backbones.BACKBONES` or
-    ``finetuned:PATH`` (notebook 03's ``.keras`` classifier).
-    """
-    from lfhelpers.models.backbones import backbone_spec, resolve_weights
-
-    spec: dict[str, Any] = {"pooling": pooling, "flip": bool(flip), "postprocess": "none",
-                            "normalize": True, "batch_size": int(batch_size), "seed": int(seed)}
-    if str(backbone).lower().startswith(("finetuned:", "classifier:")):
-        path = Path(str(backbone).split(":", 1)[1]).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"--backbone {backbone}: no model file at {path}.")
-        spec.update(backbone="classifier", model_path=str(path.resolve()),
-                    weights_sha256=sha256_file(path), pooling="avg")
-        return spec
-    w = resolve_weights(backbone, weights)
-    size = int(image_size or backbone_spec(backbone).default_size)
-    spec.update(backbone=str(backbone).lower(), weights=w, image_size=size,
-                weights_sha256=sha256_file(w) if w not in (None, "imagenet") else w)
-    return spec
-
-
 def _key(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def embedder_from_spec(spec: dict[str, Any]) -> Any:
-    """A fitted :class:`~lfhelpers.similarity.features.cnn.Embedder` for a recorded spec."""
-    from lfhelpers.models.backbones import CLASSIFIER, set_seed
-    from lfhelpers.similarity.features.cnn import Embedder
-
-    set_seed(int(spec.get("seed", 0)))  # random weights ("none") are the same in every process
-    if spec["backbone"] == CLASSIFIER:
-        return Embedder(CLASSIFIER, model_path=spec["model_path"],
-                        batch_size=spec["batch_size"], progress=False).fit()
-    return Embedder(spec["backbone"], weights=spec["weights"] or "none",
-                    image_size=spec["image_size"], batch_size=spec["batch_size"],
-                    pooling=spec["pooling"], flip=spec["flip"], progress=False).fit()
 
 
 def worker_embedder(spec: dict[str, Any]) -> Any:
@@ -197,7 +158,8 @@ def embed_folder(data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
     out_dir : path-like
         Shard folder (created); reruns resume.
     spec : dict, optional
-        From :func:`embedding_spec` (default: its defaults).
+        From :func:`~lfhelpers.similarity.search.recipe.embedding_spec` (default: the
+        recipe's defaults).
     client : distributed.Client, optional
         Run one task per partition on this client; ``None``: in this process.
     partition_size : int

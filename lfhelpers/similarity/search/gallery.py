@@ -17,25 +17,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import joblib
 import numpy as np
 import pandas as pd
 
 from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.fsutil import atomic_write
-from lfhelpers.similarity.features.base import l2_normalize
 from lfhelpers.similarity.search.index import (
     APPROX_BACKENDS,
     BACKENDS,
     NeighbourIndex,
     available_backends,
 )
-from lfhelpers.similarity.search.postprocess import subtract_mean
+from lfhelpers.similarity.search.postprocess import Postprocessor, parse_steps
 
 __all__ = ["APPROX_BACKENDS", "BACKENDS", "GalleryIndex", "Match", "available_backends"]
 
 ITEMS_FILE = "items.csv"
 EMBEDDING_FILE = "embedding.json"
 CENTER_FILE = "center.npy"
+POSTPROCESS_FILE = "postprocess.json"
+WHITENING_FILE = "whitening.joblib"
 
 
 class Match(NamedTuple):
@@ -69,9 +71,14 @@ class GalleryIndex:
         Threads of the index libraries.
     center : bool
         Subtract the gallery's mean unit vector from gallery and query vectors before the
-        cosine search (:func:`lfhelpers.similarity.search.postprocess.center`): what every photo
-        shares stops counting as similarity (+0.01 to +0.02 P@5 on categories the network
-        was not trained on, ``benchmarks/bench_retrieval.py``). Kept with :meth:`save`.
+        cosine search (the ``center`` step of ``postprocess``): what every photo shares stops
+        counting as similarity (+0.01 to +0.02 P@5 on categories the network was not trained
+        on, ``benchmarks/bench_retrieval.py``).
+    postprocess : str or sequence of str
+        Vector post-processing (:class:`~lfhelpers.similarity.search.postprocess.Postprocessor`,
+        e.g. ``"center+dba+aqe"``): the gallery-side steps are fitted here and kept with
+        :meth:`save`, ``aqe`` runs on every query, so searching a photo later gives the numbers
+        the benchmark measured.
     **index_params
         Other :class:`NeighbourIndex` parameters (``nlist``, ``nprobe``, ``encoding``, ...).
 
@@ -83,13 +90,16 @@ class GalleryIndex:
     paths_ : list of str
     labels_ : ndarray of str
     n_items_ : int
+    post_ : Postprocessor
+        The fitted post-processing.
     mean_ : ndarray of shape (d,) or None
-        The gallery mean subtracted (``center=True``).
+        The gallery mean subtracted (``center`` step).
     """
 
     def __init__(self, backend: str = "exact", embedder: Any = None, hnsw_m: int = 32,
                  ef_construction: int = 100, ef_search: int = 128, n_jobs: int | None = None,
-                 center: bool = False, **index_params: Any):
+                 center: bool = False, postprocess: str | Sequence[str] = "",
+                 **index_params: Any):
         self.backend = backend
         self.embedder = embedder
         self.hnsw_m = hnsw_m
@@ -97,6 +107,7 @@ class GalleryIndex:
         self.ef_search = ef_search
         self.n_jobs = n_jobs
         self.center = center
+        self.postprocess = postprocess
         self.index_params = index_params
 
     def fit(self, vectors: np.ndarray, paths: Sequence[str] | None = None,
@@ -113,10 +124,10 @@ class GalleryIndex:
         if len(self.paths_) != n or len(self.labels_) != n:
             raise DataError(f"{n} vectors but {len(self.paths_)} paths and {len(self.labels_)} "
                             "labels; they must be aligned.")
-        self.mean_ = None
-        if self.center:
-            self.mean_ = l2_normalize(vectors).mean(axis=0)
-            vectors = subtract_mean(vectors, self.mean_)
+        steps = parse_steps(self.postprocess) + (["center"] if self.center else [])
+        self.post_ = Postprocessor(steps).fit(vectors)
+        self.mean_ = self.post_.mean_
+        vectors = self.post_.gallery_
         self.index_ = NeighbourIndex("cosine", self.backend, n_jobs=self.n_jobs,
                                      hnsw_m=self.hnsw_m, ef_construction=self.ef_construction,
                                      ef_search=self.ef_search, **self.index_params).fit(vectors)
@@ -157,9 +168,7 @@ class GalleryIndex:
             vectors = np.asarray(self.embedder.transform(list(queries)), np.float32)
         else:
             vectors = np.atleast_2d(np.asarray(queries, np.float32))
-        if self.mean_ is not None:
-            vectors = subtract_mean(vectors, self.mean_)
-        return vectors
+        return self.post_.transform(vectors)
 
     def search(self, queries: Any, k: int = 10,
                exclude: Sequence[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -261,6 +270,13 @@ class GalleryIndex:
                 np.save(fh, self.mean_)
         elif (folder / CENTER_FILE).exists():  # an older centred index in the same folder
             (folder / CENTER_FILE).unlink()
+        post = self.post_
+        if post.whitening_ is not None:
+            with atomic_write(folder / WHITENING_FILE, "wb") as fh:
+                joblib.dump(post.whitening_, fh)
+        with atomic_write(folder / POSTPROCESS_FILE) as fh:
+            json.dump({"steps": post.steps_, "dba_n": post.dba_n, "qe_n": post.qe_n,
+                       "alpha": post.alpha}, fh, indent=2)
         return folder
 
     @classmethod
@@ -281,5 +297,15 @@ class GalleryIndex:
                            else {})
         mean = folder / CENTER_FILE
         self.mean_ = np.load(mean).astype(np.float32) if mean.is_file() else None
-        self.center = self.mean_ is not None
+        settings = folder / POSTPROCESS_FILE
+        kept = (json.loads(settings.read_text(encoding="utf-8")) if settings.is_file()
+                else {"steps": ["center"] if self.mean_ is not None else []})
+        post = Postprocessor(kept["steps"], dba_n=kept.get("dba_n", 3), qe_n=kept.get("qe_n", 2),
+                             alpha=kept.get("alpha", 3.0))
+        post.steps_, post.mean_ = parse_steps(kept["steps"]), self.mean_
+        post.whitening_ = (joblib.load(folder / WHITENING_FILE)
+                           if (folder / WHITENING_FILE).is_file() else None)
+        post.gallery_ = index.reconstruct() if "aqe" in post.steps_ else np.zeros((0, 0))
+        self.post_, self.postprocess = post, "+".join(post.steps_)
+        self.center = "center" in post.steps_
         return self
