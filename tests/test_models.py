@@ -37,9 +37,15 @@ from lfhelpers.models.evaluation import (  # noqa: E402
 )
 from lfhelpers.models.features import FeatureCache, split_backbone  # noqa: E402
 from lfhelpers.models.leak import (  # noqa: E402
+    HONEST_ORDER,
+    LEAKY_ORDER,
     augmentation_leak_demo,
     augmented_training_set,
+    leak_lesson,
     paper_protocol_scores,
+    tutorial_cnn,
+    tutorial_copies,
+    tutorial_leak_demo,
 )
 from lfhelpers.models.predict import labels_path  # noqa: E402
 from lfhelpers.models.xception import XceptionClassifier  # noqa: E402
@@ -382,6 +388,40 @@ def test_leak_demo_protocols(data, cache):
     assert leaky["test_with_copy_in_train"] > 0.5, "copies of test images were trained on"
     assert honest["test_with_copy_in_train"] == 0
     assert honest["test_images"] == (data.split == "test").sum()
+
+
+def test_tutorial_copies_and_model():
+    pixels = np.zeros((16, 16, 3), np.uint8)
+    pixels[:, :4] = 255  # a white band on the left
+    copies = tutorial_copies(pixels, angles=(-20, 0, 15))
+    assert copies.shape == (6, 16, 16, 3) and copies.dtype == np.uint8
+    assert np.array_equal(copies[2], pixels) and np.array_equal(copies[3], pixels[:, ::-1])
+    model = tutorial_cnn(5, image_size=64, precision="float32")
+    assert [layer.__class__.__name__ for layer in model.layers] == [
+        "Rescaling", "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Flatten", "Dense",
+        "Dropout", "Dense"]
+    assert model.layers[1].filters == 32 and model.layers[3].filters == 64
+    assert model.layers[6].units == 512 and model.output_shape == (None, 5)
+    with pytest.raises(ConfigError):
+        tutorial_cnn(5, precision="half")
+
+
+def test_tutorial_leak_demo_counts_copies_in_training(data):
+    table = tutorial_leak_demo(data, image_size=32, angles=(-10, 0, 10), epochs=1,
+                               batch_size=32, seed=3, progress=False)
+    leaky, honest = table.loc[LEAKY_ORDER], table.loc[HONEST_ORDER]
+    n_test = int((data.split == "test").sum())
+    assert table.attrs["copies_per_photo"] == 6
+    assert leaky["train_images"] + leaky["test_images"] == len(data) * 6
+    assert leaky["test_with_copy_in_train"] > 0.9 * leaky["test_images"]
+    assert honest["test_images"] == n_test and honest["test_with_copy_in_train"] == 0
+    assert honest["train_images"] == (len(data) - n_test) * 6
+    assert list(table["tutorial_reported"]) == [0.993, 0.87]
+    assert table["test_accuracy"].between(0, 1).all()
+    again = tutorial_leak_demo(data, image_size=32, angles=(-10, 0, 10), epochs=1,
+                               batch_size=32, seed=3, progress=False)
+    assert np.allclose(again["test_accuracy"], table["test_accuracy"], atol=0.07)
+    assert "memory, not skill" in leak_lesson(table)
 
 
 def test_not_fitted():

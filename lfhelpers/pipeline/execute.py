@@ -54,9 +54,16 @@ def collapse_progress(text: str) -> str:
 
 
 def export_html(notebook: str | os.PathLike[str]) -> Path:
-    """Write ``<notebook>.html`` next to an executed notebook and return its path."""
+    """Write ``<notebook>.html`` next to an executed notebook and return its path.
+
+    Progress bars show their last state, and the embedded figures are re-encoded for the
+    screen (photo grids as JPEG, plots as palette PNG: :func:`lighten.lighten_html`), so that
+    a report is a few hundred kilobytes to a megabyte or two rather than several megabytes.
+    """
     import nbformat
     from nbconvert import HTMLExporter
+
+    from .lighten import lighten_html
 
     notebook = Path(notebook)
     nb = nbformat.read(notebook, as_version=4)
@@ -77,6 +84,7 @@ def export_html(notebook: str | os.PathLike[str]) -> Path:
     exporter = HTMLExporter()
     exporter.log.setLevel(logging.ERROR)  # not the accessibility notes on figure alt text
     body, _ = exporter.from_notebook_node(nb)
+    body, _ = lighten_html(body)
     target = notebook.with_suffix(".html")
     with atomic_write(target) as fh:
         fh.write(body)

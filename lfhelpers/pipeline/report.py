@@ -13,6 +13,7 @@ from typing import Any
 
 from ..fsutil import write_json
 from .execute import format_seconds
+from .lighten import lighten_file
 
 
 @dataclass
@@ -235,6 +236,7 @@ def publish(result: RunResult, target: str | os.PathLike[str]) -> Path:
         html = result.out_dir / f"{run.stem}.html"
         if html.exists():
             shutil.copy2(html, staging / html.name)
+            lighten_file(staging / html.name)  # an export made before figures were re-encoded
     for name in ("metrics.json", "run.json"):
         if (result.out_dir / name).exists():
             shutil.copy2(result.out_dir / name, staging / name)
