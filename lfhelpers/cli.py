@@ -17,6 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lfhelpers.errors import LFError, PipelineError
+from lfhelpers.similarity.search.recipe import Recipe
+
+#: The one retrieval recipe's defaults: the commands' defaults equal notebook 06's.
+RECIPE = Recipe()
 
 MIRROR_ENV = "LF_DATA_MIRROR"
 
@@ -255,7 +259,7 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
                         "else the Keras download), imagenet, none, or a weights file")
     p.add_argument("--image-size", type=int, default=None,
                    help="input side in pixels (default: the backbone's ImageNet size)")
-    p.add_argument("--pooling", choices=("avg", "gem", "max"), default="avg",
+    p.add_argument("--pooling", choices=("avg", "gem", "max"), default=RECIPE.pooling,
                    help="pooling of the last feature map (default %(default)s)")
     p.add_argument("--flip", action="store_true",
                    help="average each photo's vector with its mirror image's (two passes)")
@@ -284,21 +288,35 @@ def _add_index(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nprobe", type=int, default=None, help="IVF cells searched per query")
     p.add_argument("--encoding", default="",
                    help="IVF storage: Flat, SQ8 or PQ<m> (default: Flat below 2 GB, else SQ8)")
+    p.add_argument("--postprocess", default=RECIPE.postprocess,
+                   help="vector steps, some of center+pcaw+dba+aqe, or none (default "
+                        "%(default)s, as notebook 06 measures)")
     p.add_argument("--no-center", dest="center", action="store_false",
-                   help="keep the gallery mean in the vectors (default: subtract it from "
-                        "gallery and query vectors, which measured better)")
+                   help="leave the center step out (keep the gallery mean in the vectors)")
+    p.add_argument("--no-same-item", dest="same_item", action="store_false",
+                   help="no local features: `search` ranks by the global descriptor alone")
+    p.add_argument("--cache-dir", default="data/cache",
+                   help="cache of local features, CACHE_DIR/local (default %(default)s)")
     p.set_defaults(func=_index)
 
 
 def _add_search(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "search", help="most similar indexed photos of query photos (JSON lines)",
-        description="Embed each photo as the index's shards were embedded and print one JSON "
-                    "line per photo: {\"query\": ..., \"neighbours\": [{\"path\", "
-                    "\"label\", \"score\"}, ...]} (score: cosine similarity).")
+        description="Embed each photo by the index's recipe and print one JSON line per photo: "
+                    "{\"query\": ..., \"neighbours\": [{\"path\", \"label\", \"score\", "
+                    "\"inliers\", \"same_item\"}, ...]}. score: cosine similarity of the "
+                    "global descriptors; inliers: local-feature correspondences that one "
+                    "geometric transform explains; same_item: the verifier's decision that the "
+                    "found photo shows the very object (verified same items come first; null "
+                    "when a candidate was not verified).")
     p.add_argument("index_dir", help="index folder made by `index`")
     p.add_argument("images", nargs="+", help="query photos")
     p.add_argument("--k", type=int, default=10, help="neighbours per photo (default 10)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="rank by the global descriptor alone (no same-item verification)")
+    p.add_argument("--cache-dir", default="data/cache",
+                   help="cache of vectors and local features (default %(default)s)")
     p.set_defaults(func=_search)
 
 

@@ -1,11 +1,14 @@
 """The ``embed``, ``index`` and ``search`` commands (``python -m lfhelpers <verb>``).
 
 ``embed DATA_DIR --out EMB_DIR`` writes Parquet shards of embeddings (in-process, or on Dask
-workers with ``--scheduler``); ``index EMB_DIR --out INDEX_DIR`` builds one nearest-neighbour
-index (exact below ``--exact-below`` photos, else IVF; or the ``--kind`` asked for) of the
-centred vectors (``--no-center``: as embedded) with its parameters, the gallery mean and the
-embedding settings recorded; ``search INDEX_DIR IMAGE...`` embeds each photo
-the same way and prints one JSON line per photo with its ``neighbours`` (path, label, score).
+workers with ``--scheduler``); ``index EMB_DIR --out INDEX_DIR`` builds the search engine
+(:class:`~lfhelpers.similarity.search.engine.SearchEngine`) of the shards: one nearest-neighbour
+index (exact below ``--exact-below`` photos, else IVF; or the ``--kind`` asked for) with the
+recipe's post-processing fitted on the gallery, and the local features and visual words of every
+photo for same-item verification, the recipe saved beside them; ``search INDEX_DIR IMAGE...``
+embeds each photo by that recipe and prints one JSON line per photo with its ``neighbours``
+(path, label, score, inliers, same_item), verified same items first (``--no-verify``: the
+global ranking alone).
 """
 
 from __future__ import annotations
@@ -46,54 +49,71 @@ def embed_command(args: argparse.Namespace) -> int:
     return 1 if report.errors else 0
 
 
+def recipe_from_spec(spec: dict, **changes: object) -> object:
+    """The :class:`~lfhelpers.similarity.search.recipe.Recipe` of vectors made with ``spec``."""
+    from lfhelpers.similarity.search.recipe import Recipe
+
+    if spec.get("backbone") == "classifier":
+        base = {"backbone": f"finetuned:{spec['model_path']}", "pooling": "avg"}
+    else:
+        base = {"backbone": spec["backbone"], "weights": spec.get("weights") or "none",
+                "image_size": int(spec.get("image_size") or 0), "pooling": spec["pooling"]}
+    base.update(flip=bool(spec.get("flip", False)), batch_size=int(spec.get("batch_size", 32)),
+                seed=int(spec.get("seed", 0)))
+    return Recipe.from_dict(base).replace(**changes)
+
+
 def index_command(args: argparse.Namespace) -> int:
     """Handler of ``index``."""
     from lfhelpers.similarity.batch.shards import SPEC_FILE, read_embeddings
-    from lfhelpers.similarity.search.gallery import GalleryIndex
+    from lfhelpers.similarity.search.engine import SearchEngine
+    from lfhelpers.similarity.search.postprocess import parse_steps
 
     emb_dir = Path(args.emb_dir)
     rows, vectors = read_embeddings(emb_dir)
     spec_file = emb_dir / SPEC_FILE
-    spec = json.loads(spec_file.read_text(encoding="utf-8")) if spec_file.is_file() else {}
+    if not spec_file.is_file():
+        raise ConfigError(f"{emb_dir} does not say how its vectors were made ({SPEC_FILE}); "
+                          "make it with `python -m lfhelpers embed`.")
+    spec = json.loads(spec_file.read_text(encoding="utf-8"))
+    steps = [s for s in parse_steps(args.postprocess) if args.center or s != "center"]
+    recipe = recipe_from_spec(spec, postprocess="+".join(steps) or "none",
+                              backend=KINDS[args.kind], same_item=args.same_item)
     params = {k: v for k, v in (("nlist", args.nlist), ("nprobe", args.nprobe),
                                 ("encoding", args.encoding)) if v}
-    gallery = GalleryIndex(backend=KINDS[args.kind], exact_below=args.exact_below,
-                           center=args.center, **params).fit(vectors, rows["path"],
-                                                             rows["label"])
-    gallery.save(args.out, embedding=spec)
-    idx = gallery.index_
+    start = time.perf_counter()
+    engine = SearchEngine(recipe, cache_dir=args.cache_dir, exact_below=args.exact_below,
+                          **params).fit(vectors, rows["path"], rows["label"])
+    engine.save(args.out, embedding=spec)
+    idx = engine.gallery_.index_
+    local = (f", local features of {len(engine.store_)} photos "
+             f"({engine.store_.nbytes / max(len(engine.store_), 1) / 1024:.0f} KiB each), "
+             f"{engine.words_.n_words_} visual words" if engine.store_ is not None else "")
     print(f"index of {idx.n_items_} vectors ({idx.dim_}-d): {idx.backend_} "
           f"{ {k: v for k, v in idx.params_.items() if k not in ('backend', 'metric')} }, "
-          f"{'centred, ' if args.center else ''}"
-          f"{idx.memory_bytes() / 2**20:.1f} MiB, built in {idx.build_seconds_:.1f} s "
+          f"post-processing {recipe.postprocess}{local}, "
+          f"{idx.memory_bytes() / 2**20:.1f} MiB, built in {time.perf_counter() - start:.1f} s "
           f"-> {args.out}")
     return 0
 
 
 def search_command(args: argparse.Namespace) -> int:
     """Handler of ``search``: one JSON line per query photo; 1 when some could not be read."""
-    from lfhelpers.similarity.batch.shards import embedder_from_spec
-    from lfhelpers.similarity.search.gallery import GalleryIndex
+    from lfhelpers.similarity.search.engine import SearchEngine
 
-    gallery = GalleryIndex.load(args.index_dir)
-    if not gallery.embedding_:
-        raise ConfigError(f"{args.index_dir} does not say how its vectors were made "
-                          "(embedding.json); rebuild it with `python -m lfhelpers index`.")
-    embedder = embedder_from_spec(gallery.embedding_)
+    engine = SearchEngine.load(args.index_dir, cache_dir=args.cache_dir)
     start = time.perf_counter()
-    result = embedder.extract(args.images)
-    k = min(args.k, gallery.n_items_)
-    scores, idx = gallery.search(result.features, k) if len(result.features) else ([], [])
+    result = engine.embedder().extract(args.images)
+    ok = [p for p, good in zip(args.images, result.ok, strict=True) if good]
+    found = (engine.search(ok, args.k, verify=not args.no_verify, vectors=result.features)
+             if ok else [])
     row = 0
-    for path, ok in zip(args.images, result.ok, strict=True):
-        if not ok:
+    for path, good in zip(args.images, result.ok, strict=True):
+        if not good:
             print(json.dumps({"query": path, "error": result.errors.get(path, "unreadable")},
                              ensure_ascii=False))
             continue
-        neighbours = [{"path": gallery.paths_[i], "label": str(gallery.labels_[i]),
-                       "score": round(float(s), 6)}
-                      for s, i in zip(scores[row], idx[row], strict=True) if i >= 0]
-        print(json.dumps({"query": path, "neighbours": neighbours}, ensure_ascii=False))
+        print(json.dumps({"query": path, "neighbours": found[row]}, ensure_ascii=False))
         row += 1
     log.info("searched %d photos in %.2f s", len(args.images), time.perf_counter() - start)
     return 0 if result.ok.all() else 1
