@@ -1,10 +1,12 @@
-"""The lost-to-found matcher: similarity, category and color, with a reason per match.
+"""The lost-to-found matcher: same item, similarity, category, color, and why each match.
 
-:class:`LostFoundMatcher` takes candidates from a :class:`~lfhelpers.similarity.search.gallery.
-GalleryIndex` and combines the embedding similarity with the query's top-3 categories (the
-fine-tuned classifier's, :func:`query_categories`, or a :class:`LinearCategories` stand-in
-fitted on the gallery) and the color names of both photos (:func:`color_table`), as filters or
-as re-ranking terms with weights, and says why it proposes each match.
+:class:`LostFoundMatcher` takes candidates from the search engine
+(:class:`~lfhelpers.similarity.search.engine.SearchEngine`, verified same items first) or a
+plain :class:`~lfhelpers.similarity.search.gallery.GalleryIndex` and combines the embedding
+similarity with the query's top-3 categories (the fine-tuned classifier's,
+:func:`query_categories`, or a :class:`LinearCategories` stand-in fitted on the gallery) and
+the color names of both photos (:func:`color_table`), as filters or as re-ranking terms with
+weights, and says why it proposes each match.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 from lfhelpers.errors import ConfigError
+from lfhelpers.similarity.search.engine import SearchEngine
 from lfhelpers.similarity.search.gallery import GalleryIndex
 
 log = logging.getLogger(__name__)
@@ -164,13 +167,17 @@ def color_table(
 class LostFoundMatcher:
     """Rank found items for a lost item's photo: similarity, category and color, explained.
 
-    The embedding index proposes ``candidates`` gallery photos; each gets
+    The search engine (or a plain embedding index) proposes ``candidates`` gallery photos;
+    each gets
 
     * ``similarity``: cosine similarity of the embeddings;
     * ``category``: how much the query's top-3 categories (``category_fn``) agree with the
       found item's category (its gallery label, or ``gallery_categories``): the sum over
       shared categories of the products of their probabilities (1.0: same single category);
-    * ``color``: the overlap (Jaccard) of the color names (``color_fn``) of both photos.
+    * ``color``: the overlap (Jaccard) of the color names (``color_fn``) of both photos;
+    * with a :class:`~lfhelpers.similarity.search.engine.SearchEngine`: ``inliers`` and
+      ``same_item`` from its geometric verification. A verified same item ranks above every
+      other candidate whatever its category and colour terms: it is the owner's item.
 
     In ``"rerank"`` mode the score is ``w_embedding·similarity + w_category·category +
     w_color·color``; in ``"filter"`` mode a candidate with no shared category (or color)
@@ -178,8 +185,8 @@ class LostFoundMatcher:
 
     Parameters
     ----------
-    index : GalleryIndex
-        The fitted found-items gallery.
+    index : SearchEngine or GalleryIndex
+        The fitted found-items gallery (an engine adds same-item verification).
     category_fn : callable or mapping, optional
         ``path -> [(label, probability), ...]`` (e.g. the classifier's top 3), or a table of
         those by path. ``None``: no category term.
@@ -192,6 +199,8 @@ class LostFoundMatcher:
     category_mode, color_mode : {"rerank", "filter"}
     candidates : int
         Gallery photos taken from the index before re-ranking.
+    verify : bool
+        Ask the engine for same-item verification (ignored for a plain index).
     """
 
     def __init__(self, index: GalleryIndex, category_fn: Callable | Mapping | None = None,
@@ -199,11 +208,14 @@ class LostFoundMatcher:
                  gallery_categories: Callable | Mapping | None = None,
                  w_embedding: float = 1.0, w_category: float = 0.5, w_color: float = 0.25,
                  category_mode: str = "rerank", color_mode: str = "rerank",
-                 candidates: int = 50):
+                 candidates: int = 50, verify: bool = True):
         for name, mode in (("category_mode", category_mode), ("color_mode", color_mode)):
             if mode not in ("rerank", "filter"):
                 raise ConfigError(f"{name} must be 'rerank' or 'filter', got {mode!r}.")
-        self.index = index
+        self.engine = index if isinstance(index, SearchEngine) else None
+        self.index = index.gallery_ if self.engine is not None else index
+        self.verify = verify
+        self._row = {p: i for i, p in enumerate(self.index.paths_)}
         self.category_fn = category_fn
         self.color_fn = color_fn
         self.gallery_categories = gallery_categories
@@ -241,23 +253,35 @@ class LostFoundMatcher:
         Returns
         -------
         pandas.DataFrame
-            Columns ``rank, path, label, score, similarity, category, color, why``; fewer
-            than ``k`` rows when filters leave fewer candidates.
+            Columns ``rank, path, label, score, similarity, category, color, inliers,
+            same_item, why``, verified same items first; fewer than ``k`` rows when filters
+            leave fewer candidates.
         """
         query = os.fspath(query)
         n = self.index.n_items_ - (1 if exclude >= 0 else 0)
         want = min(max(int(self.candidates), k), n)
-        sims, rows = self.index.search(query if vector is None else vector, want,
-                                       exclude=None if exclude < 0 else [exclude])
+        checks: list[tuple[int | None, bool | None]] = []
+        if self.engine is not None:
+            found = self.engine.search([query], want, verify=self.verify,
+                                       vectors=None if vector is None else np.atleast_2d(vector),
+                                       exclude=None if exclude < 0 else [exclude])[0]
+            sims = np.array([[n["score"] for n in found]])
+            rows = np.array([[self._row[n["path"]] for n in found]], np.int64)
+            checks = [(n["inliers"], n["same_item"]) for n in found]
+        else:
+            sims, rows = self.index.search(query if vector is None else vector, want,
+                                           exclude=None if exclude < 0 else [exclude])
         q_cats = list(self._category(query)) if self._category else []
         q_cols = set(self._color(query)) if self._color else set()
         top_label = q_cats[0][0] if q_cats else None
         q_rank = {lab: r for r, (lab, _) in enumerate(q_cats, start=1)}
         out = []
-        for sim, row in zip(sims[0], rows[0], strict=True):
+        for pos, (sim, row) in enumerate(zip(sims[0], rows[0], strict=True)):
             if row < 0:
                 continue
-            reasons = [f"similarity {sim:.2f}"]
+            inliers, same = checks[pos] if checks else (None, None)
+            reasons = [f"same item ({inliers} matching points)"] if same else []
+            reasons.append(f"similarity {sim:.2f}")
             cat = 0.0
             if self._category:
                 g = dict(self._gallery_cats(row))
@@ -269,7 +293,7 @@ class LostFoundMatcher:
                                    f"p={dict(q_cats)[best]:.2f})")
                 else:
                     reasons.append(f"category not in the query's top {len(q_cats)}")
-                if self.category_mode == "filter" and not shared:
+                if self.category_mode == "filter" and not shared and not same:
                     continue
             col = 0.0
             if self._color:
@@ -279,16 +303,17 @@ class LostFoundMatcher:
                 common = sorted(q_cols & g_cols)
                 reasons.append(f"colors shared: {', '.join(common)}" if common
                                else "no shared color")
-                if self.color_mode == "filter" and not common:
+                if self.color_mode == "filter" and not common and not same:
                     continue
             score = (self.w_embedding * float(sim) + self.w_category * cat
                      + self.w_color * col)
             out.append({"path": self.index.paths_[row], "label": str(self.index.labels_[row]),
                         "score": score, "similarity": float(sim), "category": cat,
-                        "color": col, "why": "; ".join(reasons)})
+                        "color": col, "inliers": inliers, "same_item": bool(same),
+                        "why": "; ".join(reasons)})
         table = pd.DataFrame(out, columns=["path", "label", "score", "similarity", "category",
-                                           "color", "why"])
-        table = table.sort_values("score", ascending=False, kind="stable").head(k)
+                                           "color", "inliers", "same_item", "why"])
+        table = table.sort_values(["same_item", "score"], ascending=False, kind="stable").head(k)
         table.insert(0, "rank", np.arange(1, len(table) + 1))
         if top_label is not None:
             table.attrs["query_top_category"] = top_label

@@ -281,3 +281,40 @@ def feature_table(sets: Mapping[str, FeatureSet]) -> pd.DataFrame:
                      "photos_per_s": round(n / fs.seconds, 1) if fs.seconds > 0 else None,
                      "cached": fs.n_cached, "note": fs.note})
     return pd.DataFrame(rows).set_index("features")
+
+
+def recipe_for(name: str, classifier_model: str | os.PathLike[str] = "", **settings: object
+               ) -> object:
+    """The :class:`~lfhelpers.similarity.search.recipe.Recipe` that makes extractor ``name``'s
+    vectors, for a search engine that serves what a notebook measured.
+
+    Parameters
+    ----------
+    name : str
+        A Keras backbone of :func:`feature_sets` or ``finetuned`` (``haralick`` has no
+        recipe: it is not searched through the engine).
+    classifier_model : path-like
+        Notebook 03's model, for ``finetuned``.
+    **settings
+        Other :class:`Recipe` fields (``weights``, ``image_size``, ``pooling``, ``flip``,
+        ``postprocess``, ``backend``, ``same_item``, ``seed``, ...); ``None`` values keep the
+        recipe's default.
+
+    Returns
+    -------
+    Recipe
+    """
+    from lfhelpers.similarity.search.recipe import Recipe
+
+    key = name.lower()
+    if key == HARALICK:
+        raise ConfigError("haralick features are compared in the table but not searched "
+                          "through the engine; choose a CNN extractor.")
+    settings = {k: v for k, v in settings.items() if v is not None}
+    if key in (FINETUNED, CLASSIFIER):
+        settings.update(backbone=f"finetuned:{Path(classifier_model).resolve()}", pooling="avg",
+                        image_size=0)
+        settings.pop("weights", None)
+    else:
+        settings["backbone"] = key
+    return Recipe().replace(**settings)

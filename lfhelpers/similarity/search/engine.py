@@ -126,6 +126,7 @@ class SearchEngine:
         """
         r = self.recipe_
         paths = [os.fspath(p) for p in paths]
+        self._memo = {}
         self.gallery_ = GalleryIndex(backend=r.backend, postprocess=r.postprocess,
                                      **self.index_params).fit(vectors, paths, labels)
         self.paths_, self.labels_ = self.gallery_.paths_, self.gallery_.labels_
@@ -197,6 +198,17 @@ class SearchEngine:
         queries = [os.fspath(q) for q in queries]
         if vectors is None:
             vectors = self.embedder().transform(queries)
+        memo = getattr(self, "_memo", {})
+        keys = [(q, k, verify, None if exclude is None else int(exclude[i]),
+                 np.asarray(vectors[i], np.float32).tobytes()) for i, q in enumerate(queries)]
+        if all(key in memo for key in keys):  # the same questions again (matcher modes)
+            return [memo[key] for key in keys]
+        found = self._search(queries, k, verify, vectors, exclude)
+        self._memo = {**memo, **dict(zip(keys, found, strict=True))}
+        return found
+
+    def _search(self, queries: list[str], k: int, verify: bool, vectors: np.ndarray,
+                exclude: Sequence[int] | None) -> list[list[dict[str, Any]]]:
         vectors = np.atleast_2d(np.asarray(vectors, np.float32))
         if len(vectors) != len(queries):
             raise DataError(f"{len(queries)} queries but {len(vectors)} vectors.")

@@ -1,0 +1,405 @@
+"""Local keypoint features of a photo (RootSIFT or ORB), with a content-addressed disk cache.
+
+A photo is opened through the project's one loader (:func:`lfhelpers.images.open_image`, EXIF
+orientation applied), shrunk so that its longer side is at most ``max_side`` pixels, turned to
+greyscale and described by at most ``n_features`` keypoints. The result, :class:`Keypoints`,
+keeps the keypoint positions in the shrunk photo's pixels together with the factor back to
+the original photo, so that matches can be drawn on the full-size photo.
+
+Storage is compact: SIFT descriptors are integers 0-255 in OpenCV, so they are kept as
+``uint8`` (128 bytes a keypoint, lossless) and turned into RootSIFT (L1 normalisation, square
+root; Arandjelović & Zisserman, CVPR 2012) only when they are compared
+(:meth:`Keypoints.matching_descriptors`). ORB descriptors are 32-byte binary strings.
+
+:class:`LocalFeatures` caches one ``.npz`` per photo and option set, named by the SHA-256 of
+the photo's bytes; a damaged, truncated or outdated cache file is recomputed with a logged
+warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import zipfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from lfhelpers.errors import ConfigError, DataError
+from lfhelpers.fsutil import atomic_write, sha256_file
+from lfhelpers.images import open_image
+
+log = logging.getLogger(__name__)
+
+#: Version of the cache file layout and of the extraction; a change makes old files outdated.
+FORMAT_VERSION = 1
+
+#: Supported methods and their descriptor widths in bytes.
+METHODS = {"rootsift": 128, "orb": 32}
+
+#: Default longer side (pixels) of the photo that keypoints are detected on.
+DEFAULT_MAX_SIDE = 640
+
+#: Default number of keypoints kept (the strongest).
+DEFAULT_N_FEATURES = 1000
+
+
+@dataclass
+class Keypoints:
+    """Keypoints and descriptors of one photo.
+
+    Attributes
+    ----------
+    xy : ndarray of float32, shape (n, 2)
+        Keypoint positions (x, y) in the pixels of the shrunk photo.
+    descriptors : ndarray of uint8, shape (n, d)
+        Raw SIFT descriptors (``d=128``, values 0-255) or ORB bit strings (``d=32``).
+    image_size : (int, int)
+        ``(width, height)`` of the shrunk photo the keypoints were found on.
+    scale : float
+        Factor from the shrunk photo to the original: original pixel = ``xy * scale``.
+    method : str
+        ``"rootsift"`` or ``"orb"``.
+    error : str
+        Why the photo could not be read (empty when it was read; then ``n`` may still be 0
+        for a photo without texture).
+    """
+
+    xy: np.ndarray
+    descriptors: np.ndarray
+    image_size: tuple[int, int] = (0, 0)
+    scale: float = 1.0
+    method: str = "rootsift"
+    error: str = ""
+    _matching: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return int(len(self.xy))
+
+    @classmethod
+    def empty(cls, method: str = "rootsift", image_size: tuple[int, int] = (0, 0),
+              scale: float = 1.0, error: str = "") -> Keypoints:
+        """Keypoints of a photo without any (uniform, tiny or unreadable).
+
+        Parameters
+        ----------
+        method : str
+            Feature method (sets the descriptor width).
+        image_size : (int, int)
+            ``(width, height)`` of the shrunk photo.
+        scale : float
+            Factor to the original photo.
+        error : str
+            Why the photo could not be read, if that is the reason.
+
+        Returns
+        -------
+        Keypoints
+        """
+        return cls(np.zeros((0, 2), np.float32), np.zeros((0, METHODS[method]), np.uint8),
+                   (int(image_size[0]), int(image_size[1])), float(scale), method, error)
+
+    @property
+    def original_xy(self) -> np.ndarray:
+        """Keypoint positions in the original photo's pixels, float32 (n, 2)."""
+        return (self.xy * np.float32(self.scale)).astype(np.float32)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stored arrays (positions and descriptors)."""
+        return int(self.xy.nbytes + self.descriptors.nbytes)
+
+    def matching_descriptors(self) -> np.ndarray:
+        """Descriptors as compared: RootSIFT float32 (L2 norm 1), or the ORB bytes.
+
+        Returns
+        -------
+        ndarray
+            ``(n, 128)`` float32 for ``"rootsift"``; ``(n, 32)`` uint8 for ``"orb"``. Computed
+            once and kept.
+        """
+        if self._matching is None:
+            self._matching = (rootsift(self.descriptors) if self.method == "rootsift"
+                              else self.descriptors)
+        return self._matching
+
+
+def rootsift(descriptors: np.ndarray) -> np.ndarray:
+    """RootSIFT of raw SIFT descriptors: L1-normalise, then square root (unit L2 norm).
+
+    Parameters
+    ----------
+    descriptors : ndarray, shape (n, 128)
+        Raw SIFT descriptors (any numeric dtype, non-negative).
+
+    Returns
+    -------
+    ndarray of float32, shape (n, 128)
+        Comparing them with the Euclidean distance is the Hellinger kernel on the raw ones.
+    """
+    d = np.asarray(descriptors, dtype=np.float32)
+    d = d / np.maximum(d.sum(axis=1, keepdims=True), 1e-7)
+    return np.sqrt(d, out=d)
+
+
+def grey_array(path: str | os.PathLike[str] | Any, max_side: int) -> tuple[np.ndarray, float]:
+    """Open a photo with the project's loader, shrunk, as a greyscale uint8 array.
+
+    Parameters
+    ----------
+    path : path-like, bytes, ndarray or PIL image
+        The photo (anything :func:`lfhelpers.images.open_image` takes).
+    max_side : int
+        Longer side of the result at most (never enlarged).
+
+    Returns
+    -------
+    grey : ndarray of uint8, shape (h, w)
+    scale : float
+        Original size / shrunk size (1.0 when not shrunk).
+
+    Raises
+    ------
+    DataError
+        When the photo cannot be read.
+    """
+    full_size: tuple[int, int] | None = None
+    if isinstance(path, str | os.PathLike):
+        from PIL import Image
+
+        try:  # the original size after EXIF rotation, read from the header only
+            with Image.open(path) as im:
+                w, h = im.size
+                turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+                full_size = (h, w) if turned else (w, h)
+        except Exception:  # noqa: BLE001 - open_image below raises the readable error
+            full_size = None
+    img = open_image(path, max_side=max_side)
+    grey = np.asarray(img.convert("L"))
+    if full_size is None:
+        full_size = img.size
+    scale = max(full_size) / max(img.size) if max(img.size) else 1.0
+    return np.ascontiguousarray(grey), float(scale)
+
+
+class LocalFeatures:
+    """Keypoints of photo files, with a per-photo disk cache.
+
+    Parameters
+    ----------
+    method : {"rootsift", "orb"}
+        ``"rootsift"``: OpenCV SIFT, compared as RootSIFT (the accurate default); ``"orb"``:
+        binary ORB (about 10x faster to extract, much less accurate on camera photos).
+    max_side : int
+        Longer side (pixels) of the photo the keypoints are detected on; larger photos are
+        shrunk (smaller ones are not enlarged).
+    n_features : int
+        Keypoints kept per photo (the strongest).
+    cache_dir : path-like, optional
+        Cache folder; ``None`` disables the cache.
+    on_error : {"raise", "record"}
+        An unreadable photo raises :class:`~lfhelpers.errors.DataError` (``"raise"``) or gives
+        an empty :class:`Keypoints` whose ``error`` says why (``"record"``; also in
+        ``errors_``).
+    n_jobs : int
+        Photos described at once (threads; OpenCV releases the GIL).
+
+    Attributes
+    ----------
+    errors_ : dict
+        Path -> reason for each unreadable photo of the last :meth:`extract` (``"record"``).
+    n_cached_ : int
+        Photos of the last :meth:`extract` read from the cache.
+    seconds_ : float
+        Wall-clock time of the last :meth:`extract`.
+    """
+
+    def __init__(self, method: str = "rootsift", max_side: int = DEFAULT_MAX_SIDE,
+                 n_features: int = DEFAULT_N_FEATURES,
+                 cache_dir: str | os.PathLike[str] | None = None, on_error: str = "raise",
+                 n_jobs: int = 1):
+        self.method = method
+        self.max_side = max_side
+        self.n_features = n_features
+        self.cache_dir = cache_dir
+        self.on_error = on_error
+        self.n_jobs = n_jobs
+
+    # -- options ---------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {sorted(METHODS)}, got {self.method!r}.")
+        if int(self.max_side) < 32:
+            raise ConfigError(f"max_side must be at least 32 pixels, got {self.max_side!r}.")
+        if int(self.n_features) < 1:
+            raise ConfigError(f"n_features must be at least 1, got {self.n_features!r}.")
+        if self.on_error not in ("raise", "record"):
+            raise ConfigError(f"on_error must be 'raise' or 'record', got {self.on_error!r}.")
+
+    def options(self) -> dict[str, Any]:
+        """What determines the features of a photo (part of the cache key).
+
+        Returns
+        -------
+        dict
+            ``method``, ``max_side``, ``n_features``, ``version`` and the OpenCV version.
+        """
+        return {"method": self.method, "max_side": int(self.max_side),
+                "n_features": int(self.n_features), "version": FORMAT_VERSION,
+                "opencv": cv2.__version__.split(".")[0]}
+
+    def _folder(self) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        return Path(self.cache_dir) / f"{self.method}-{int(self.max_side)}-{int(self.n_features)}"
+
+    def cache_path(self, digest: str) -> Path | None:
+        """Cache file of a photo with this SHA-256 (``None`` without a cache)."""
+        folder = self._folder()
+        return None if folder is None else folder / digest[:2] / f"{digest}.npz"
+
+    # -- extraction ------------------------------------------------------------------------
+
+    def _detector(self) -> Any:
+        if self.method == "orb":
+            return cv2.ORB_create(nfeatures=int(self.n_features))
+        return cv2.SIFT_create(nfeatures=int(self.n_features))
+
+    def describe(self, image: Any) -> Keypoints:
+        """Keypoints of one photo, without the cache.
+
+        Parameters
+        ----------
+        image : path-like, bytes, ndarray or PIL image
+            The photo (anything :func:`lfhelpers.images.open_image` takes).
+
+        Returns
+        -------
+        Keypoints
+            Empty (and logged) when the photo has no texture.
+
+        Raises
+        ------
+        DataError
+            When the photo cannot be read.
+        """
+        self._check()
+        grey, scale = grey_array(image, int(self.max_side))
+        size = (int(grey.shape[1]), int(grey.shape[0]))
+        if min(grey.shape) < 16:
+            log.info("No keypoints in %s: the photo is only %dx%d pixels.",
+                     _name(image), size[0], size[1])
+            return Keypoints.empty(self.method, size, scale)
+        points, desc = self._detector().detectAndCompute(grey, None)
+        if desc is None or not points:
+            log.info("No keypoints in %s (a uniform or blurred photo).", _name(image))
+            return Keypoints.empty(self.method, size, scale)
+        xy = np.array([p.pt for p in points], dtype=np.float32).reshape(-1, 2)
+        if self.method == "rootsift":
+            desc = np.clip(np.rint(desc), 0, 255).astype(np.uint8)
+        return Keypoints(xy, np.ascontiguousarray(desc, dtype=np.uint8), size, scale,
+                         self.method)
+
+    def extract(self, paths: Sequence[str | os.PathLike[str]]) -> list[Keypoints]:
+        """Keypoints of each photo file, from the cache when possible.
+
+        Parameters
+        ----------
+        paths : sequence of path-like
+            Photo files.
+
+        Returns
+        -------
+        list of Keypoints
+            One per path, in order.
+
+        Raises
+        ------
+        DataError
+            When a photo cannot be read and ``on_error="raise"``; the message names the file.
+        """
+        self._check()
+        start = time.perf_counter()
+        self.errors_: dict[str, str] = {}
+        self.n_cached_ = 0
+        files = [os.fspath(p) for p in paths]
+        if int(self.n_jobs) > 1 and len(files) > 1:
+            with ThreadPoolExecutor(int(self.n_jobs)) as pool:
+                out = list(pool.map(self._one, files))
+        else:
+            out = [self._one(f) for f in files]
+        for path, kp in zip(files, out, strict=True):
+            if kp.error:
+                self.errors_[path] = kp.error
+        self.seconds_ = time.perf_counter() - start
+        return out
+
+    def _one(self, path: str) -> Keypoints:
+        try:
+            digest = sha256_file(path)
+        except OSError as exc:
+            return self._failed(path, DataError(f"Cannot read {path}: {exc.strerror or exc}."))
+        entry = self.cache_path(digest)
+        if entry is not None and entry.exists():
+            cached = self._read(entry, digest)
+            if cached is not None:
+                self.n_cached_ += 1
+                return cached
+        try:
+            kp = self.describe(path)
+        except DataError as exc:
+            return self._failed(path, exc)
+        if entry is not None:
+            self._write(entry, digest, kp)
+        return kp
+
+    def _failed(self, path: str, exc: DataError) -> Keypoints:
+        if self.on_error == "raise":
+            raise exc
+        log.warning("Skipped %s: %s", path, exc)
+        return Keypoints.empty(self.method, error=str(exc))
+
+    # -- cache files -----------------------------------------------------------------------
+
+    def _meta(self, digest: str) -> dict[str, Any]:
+        return {**self.options(), "sha256": digest}
+
+    def _write(self, entry: Path, digest: str, kp: Keypoints) -> None:
+        meta = {**self._meta(digest), "image_size": list(kp.image_size), "scale": kp.scale}
+        with atomic_write(entry, "wb") as fh:
+            np.savez(fh, xy=kp.xy, descriptors=kp.descriptors,
+                     meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+
+    def _read(self, entry: Path, digest: str) -> Keypoints | None:
+        try:
+            with np.load(entry, allow_pickle=False) as data:
+                meta = json.loads(bytes(data["meta"]).decode())
+                xy = np.asarray(data["xy"], np.float32)
+                desc = np.asarray(data["descriptors"], np.uint8)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
+                UnicodeDecodeError) as exc:
+            log.warning("Recomputing the damaged cache file %s (%s).", entry, exc)
+            return None
+        expected = self._meta(digest)
+        if any(meta.get(k) != v for k, v in expected.items()):
+            log.warning("Recomputing the outdated cache file %s (written with %s).", entry,
+                        {k: meta.get(k) for k in expected if meta.get(k) != expected[k]})
+            return None
+        if xy.ndim != 2 or xy.shape[1] != 2 or desc.shape != (len(xy), METHODS[self.method]):
+            log.warning("Recomputing the inconsistent cache file %s.", entry)
+            return None
+        size = meta.get("image_size", [0, 0])
+        return Keypoints(xy, desc, (int(size[0]), int(size[1])), float(meta.get("scale", 1.0)),
+                         self.method)
+
+
+def _name(image: Any) -> str:
+    return os.fspath(image) if isinstance(image, str | os.PathLike) else "<image>"
