@@ -38,6 +38,7 @@ from threadpoolctl import threadpool_limits
 from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.plots import photo_tile
 from lfhelpers.similarity.features.base import l2_normalize
+from lfhelpers.similarity.search.engine import SearchEngine
 
 log = logging.getLogger(__name__)
 
@@ -333,3 +334,49 @@ def cluster_samples(files: Sequence[str | os.PathLike[str]], clusters: Sequence[
     fig.suptitle("Sample photos per cluster (size and most common label on the left)")
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
     return fig
+
+
+def estimate_k_by_matches(engine: SearchEngine, vectors: np.ndarray | None = None,
+                          n_probe: int = 20, seed: int = 0, k: int = 30) -> dict[str, float]:
+    """The number of clusters the SimilarPictures way: N / photos matching a random photo.
+
+    Take random gallery photos, count the other photos that a local-feature model matches with
+    them regardless of viewpoint (here: the engine's verified same items), assume clusters of
+    similar size: ``k ≈ N / (1 + median matches)``. The original used DELF features; the
+    engine's RootSIFT + geometric verification stand in. It counts *objects* photographed
+    several times, not categories: on a set of many different objects per category it finds
+    many small clusters.
+
+    Parameters
+    ----------
+    engine : SearchEngine
+        Fitted on the photos to cluster, with local features (``recipe.same_item``).
+    vectors : ndarray of shape (n, d), optional
+        The gallery photos' vectors as embedded by the engine's recipe (else the probes are
+        embedded again).
+    n_probe : int
+        Random photos probed.
+    seed : int
+    k : int
+        Candidates verified per probe.
+
+    Returns
+    -------
+    dict
+        ``estimated_k``, ``median_matches``, ``mean_matches``, ``n_probe``.
+    """
+    if engine.store_ is None:
+        raise ConfigError("The match-count estimate needs local features: a search engine "
+                          "built with recipe.same_item=True.")
+    n = engine.gallery_.n_items_
+    rng = np.random.default_rng(seed)
+    probes = rng.choice(n, size=min(n_probe, n), replace=False)
+    paths = [engine.paths_[i] for i in probes]
+    found = engine.search(paths, min(k, n - 1), verify=True,
+                          vectors=None if vectors is None else np.asarray(vectors)[probes],
+                          exclude=[int(i) for i in probes]) if n > 1 else [[] for _ in paths]
+    matches = np.array([sum(bool(x["same_item"]) for x in f) for f in found], float)
+    median = float(np.median(matches)) if len(matches) else 0.0
+    return {"estimated_k": float(round(n / (1.0 + median))), "median_matches": median,
+            "mean_matches": float(matches.mean()) if len(matches) else 0.0,
+            "n_probe": int(len(probes))}

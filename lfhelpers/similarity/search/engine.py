@@ -126,7 +126,7 @@ class SearchEngine:
         """
         r = self.recipe_
         paths = [os.fspath(p) for p in paths]
-        self._memo = {}
+        self._memo, self._vectors = {}, None
         self.gallery_ = GalleryIndex(backend=r.backend, postprocess=r.postprocess,
                                      **self.index_params).fit(vectors, paths, labels)
         self.paths_, self.labels_ = self.gallery_.paths_, self.gallery_.labels_
@@ -237,18 +237,27 @@ class SearchEngine:
                                     n_global=r.n_global, max_verify=r.max_verify)
             if exclude is not None and exclude[row] >= 0:
                 ranked = [x for x in ranked if x.id != int(exclude[row])]
-            missing = [x.id for x in ranked[:k] if x.id not in score_of]
-            if missing:  # found by the visual words only: their global score, for the table
+            missing = [x.id for x in ranked if x.id not in score_of]
+            if missing:  # found by the visual words only: their global score, for the order
                 if gallery_vectors is None:
-                    gallery_vectors = self.gallery_.index_.reconstruct()
+                    gallery_vectors = self._gallery_vectors()
                 for i in missing:
                     score_of[i] = float(q[row] @ gallery_vectors[i])
+            # verified same items first (by inliers), then every other candidate by its score
+            same = [x for x in ranked if x.same_item]
+            rest = sorted((x for x in ranked if not x.same_item), key=lambda x: -score_of[x.id])
             out.append([self._neighbour(x.id, score_of[x.id],
                                         x.inliers if x.verification is not None else None,
                                         bool(x.same_item) if x.verification is not None
                                         else None)
-                        for x in ranked[:k]])
+                        for x in (same + rest)[:k]])
         return out
+
+    def _gallery_vectors(self) -> np.ndarray:
+        """The gallery as searched (post-processed), read from the index once."""
+        if getattr(self, "_vectors", None) is None:
+            self._vectors = self.gallery_.index_.reconstruct()
+        return self._vectors
 
     def _neighbour(self, i: int, score: float, inliers: int | None,
                    same: bool | None) -> dict[str, Any]:
