@@ -20,10 +20,16 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/python -m lfhelpers run --profile cpu --out reports/runs/demo --publish reports/latest
 
-## Lint, unit tests, pipeline smoke test and the nbval regression check of the baselines
+## Lint, unit tests, the pipeline smoke run (every notebook once) and the check of the baselines
+## against that run (tests/test_baselines.py)
 test: setup lint
+	$(BIN)/python -m pytest tests
+
+## The baselines re-executed by nbval itself (a second run of every notebook)
+nbval: setup
 	rm -rf tests/baselines/_work
-	$(BIN)/python -m pytest $(NBVAL) tests
+	$(BIN)/python -m pytest $(NBVAL) tests/baselines
+	rm -rf tests/baselines/_work
 
 lint: setup
 	$(BIN)/ruff check .
