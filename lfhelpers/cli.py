@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,30 +25,6 @@ MIRROR_ENV = "LF_DATA_MIRROR"
 
 
 # --------------------------------------------------------------------------- handlers
-
-
-def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow (and probe its devices) with native stderr discarded.
-
-    TensorFlow's C++ start-up lines (CUDA probing, oneDNN notices) go straight to file
-    descriptor 2 whatever ``TF_CPP_MIN_LOG_LEVEL`` says; on a command line they would bury the
-    command's own messages.
-    """
-    if "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -99,7 +74,9 @@ def _stage(module: str, function: str, tensorflow: bool = False) -> Callable[...
     """A handler that imports ``module`` only when its verb runs and calls ``function(args)``."""
     def handler(args: argparse.Namespace) -> int:
         if tensorflow:
-            _import_tensorflow_quietly()
+            from lfhelpers.models.backbones import quiet_tensorflow
+
+            quiet_tensorflow()
         return getattr(importlib.import_module(module), function)(args)
 
     handler.__name__ = f"_{function}"

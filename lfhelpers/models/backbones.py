@@ -86,19 +86,26 @@ CLASSIFIER = "classifier"
 def quiet_tensorflow() -> None:
     """Import TensorFlow with its C++ start-up lines (CUDA probing, oneDNN notices) discarded.
 
+    The one place that does so: the notebooks' stages and the command line both call it.
+
     Those lines go straight to the process's standard error, past ``TF_CPP_MIN_LOG_LEVEL`` in
     recent TensorFlow builds; they would clutter every notebook report. Errors still raise.
     TensorFlow's own Python warnings (e.g. about retracing) are lowered to errors only.
     """
     if "tensorflow" not in sys.modules:
+        # the C++ logging level, unless the user chose one; read when TensorFlow starts
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         sys.stderr.flush()
         saved = os.dup(2)
         try:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, 2)
             os.close(devnull)
-            import tensorflow  # noqa: F401
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # the device probe prints too
         finally:
+            sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)

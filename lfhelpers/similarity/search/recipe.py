@@ -20,6 +20,7 @@ from typing import Any
 from lfhelpers.errors import ConfigError
 from lfhelpers.fsutil import atomic_write, sha256_file
 from lfhelpers.similarity.features.local import DEFAULT_MAX_SIDE, DEFAULT_N_FEATURES
+from lfhelpers.similarity.features.registry import FINETUNED_NAMES, NOT_CNN
 
 RECIPE_FILE = "recipe.json"
 
@@ -122,6 +123,41 @@ class Recipe:
 
         return LocalFeatures(self.local_method, self.local_max_side, self.local_n_features,
                              cache_dir=cache_dir)
+
+
+def recipe_for(name: str, classifier_model: str | os.PathLike[str] = "", **settings: object
+               ) -> object:
+    """The :class:`~lfhelpers.similarity.search.recipe.Recipe` that makes extractor ``name``'s
+    vectors, for a search engine that serves what a notebook measured.
+
+    Parameters
+    ----------
+    name : str
+        A Keras backbone of :func:`feature_sets` or ``finetuned`` (``haralick`` has no
+        recipe: it is not searched through the engine).
+    classifier_model : path-like
+        Notebook 03's model, for ``finetuned``.
+    **settings
+        Other :class:`Recipe` fields (``weights``, ``image_size``, ``pooling``, ``flip``,
+        ``postprocess``, ``backend``, ``same_item``, ``seed``, ...); ``None`` values keep the
+        recipe's default.
+
+    Returns
+    -------
+    Recipe
+    """
+    key = name.lower()
+    if key in NOT_CNN:
+        raise ConfigError("haralick features are compared in the table but not searched "
+                          "through the engine; choose a CNN extractor.")
+    settings = {k: v for k, v in settings.items() if v is not None}
+    if key in FINETUNED_NAMES:
+        settings.update(backbone=f"finetuned:{Path(classifier_model).resolve()}", pooling="avg",
+                        image_size=0)
+        settings.pop("weights", None)
+    else:
+        settings["backbone"] = key
+    return Recipe().replace(**settings)
 
 
 def embedding_spec(backbone: str = Recipe.backbone, weights: str = Recipe.weights,
