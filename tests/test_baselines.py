@@ -69,5 +69,6 @@ def test_checked_cells_match_the_baseline(stem, smoke_run):
         f"{stem}: the notebook's checked cells changed since the baseline was made; "
         "regenerate it with `make baselines`")
     for n, (old, new) in enumerate(zip(expected, got, strict=True), start=1):
-        assert _shown(new, str(smoke_run), sanitizers) == \
-            _shown(old, BASELINE_OUT, sanitizers), f"{stem}: checked cell {n} differs:\n{new.source}"
+        got_text = _shown(new, str(smoke_run), sanitizers)
+        assert got_text == _shown(old, BASELINE_OUT, sanitizers), \
+            f"{stem}: checked cell {n} differs:\n{new.source}"

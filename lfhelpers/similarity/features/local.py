@@ -39,7 +39,7 @@ from lfhelpers.images import open_image
 log = logging.getLogger(__name__)
 
 #: Version of the cache file layout and of the extraction; a change makes old files outdated.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 #: Supported methods and their descriptor widths in bytes.
 METHODS = {"rootsift": 128, "orb": 32}
@@ -302,6 +302,9 @@ class LocalFeatures:
         if desc is None or not points:
             log.info("No keypoints in %s (a uniform or blurred photo).", _name(image))
             return Keypoints.empty(self.method, size, scale)
+        if len(points) > int(self.n_features):  # SIFT may return a few more (orientations)
+            keep = np.argsort([-p.response for p in points], kind="stable")[:int(self.n_features)]
+            points, desc = [points[i] for i in keep], desc[keep]
         xy = np.array([p.pt for p in points], dtype=np.float32).reshape(-1, 2)
         if self.method == "rootsift":
             desc = np.clip(np.rint(desc), 0, 255).astype(np.uint8)
@@ -333,33 +336,36 @@ class LocalFeatures:
         files = [os.fspath(p) for p in paths]
         if int(self.n_jobs) > 1 and len(files) > 1:
             with ThreadPoolExecutor(int(self.n_jobs)) as pool:
-                out = list(pool.map(self._one, files))
+                done = list(pool.map(self._one, files))
         else:
-            out = [self._one(f) for f in files]
+            done = [self._one(f) for f in files]
+        out = [kp for kp, _ in done]
+        self.n_cached_ = sum(cached for _, cached in done)
         for path, kp in zip(files, out, strict=True):
             if kp.error:
                 self.errors_[path] = kp.error
         self.seconds_ = time.perf_counter() - start
         return out
 
-    def _one(self, path: str) -> Keypoints:
+    def _one(self, path: str) -> tuple[Keypoints, bool]:
+        """Keypoints of one file and whether they came from the cache."""
         try:
             digest = sha256_file(path)
         except OSError as exc:
-            return self._failed(path, DataError(f"Cannot read {path}: {exc.strerror or exc}."))
+            return self._failed(path, DataError(
+                f"Cannot read {path}: {exc.strerror or exc}.")), False
         entry = self.cache_path(digest)
         if entry is not None and entry.exists():
             cached = self._read(entry, digest)
             if cached is not None:
-                self.n_cached_ += 1
-                return cached
+                return cached, True
         try:
             kp = self.describe(path)
         except DataError as exc:
-            return self._failed(path, exc)
+            return self._failed(path, exc), False
         if entry is not None:
             self._write(entry, digest, kp)
-        return kp
+        return kp, False
 
     def _failed(self, path: str, exc: DataError) -> Keypoints:
         if self.on_error == "raise":

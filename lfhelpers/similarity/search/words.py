@@ -16,6 +16,7 @@ fell on a neighbouring word.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -221,23 +222,42 @@ class VisualWords:
             The ids given to the photos.
         """
         self._check_fitted()
+        return self.add_words([self.assign(kp, 1)[:, 0] for kp in keypoints], ids)
+
+    def add_words(self, words: Sequence[np.ndarray], ids: Sequence[int] | None = None
+                  ) -> np.ndarray:
+        """Index photos given as their descriptors' visual words (from :meth:`assign`).
+
+        Parameters
+        ----------
+        words : sequence of ndarray of int
+            One array of word ids per photo.
+        ids : sequence of int, optional
+            Gallery ids of the photos; default: the next consecutive integers.
+
+        Returns
+        -------
+        ndarray of int64
+            The ids given to the photos.
+        """
+        self._check_fitted()
         start = int(self.ids_.max()) + 1 if len(self.ids_) else 0
-        new_ids = (np.arange(start, start + len(keypoints), dtype=np.int64) if ids is None
+        new_ids = (np.arange(start, start + len(words), dtype=np.int64) if ids is None
                    else np.asarray(ids, np.int64))
-        if len(new_ids) != len(keypoints):
-            raise DataError(f"{len(keypoints)} photos but {len(new_ids)} ids.")
+        if len(new_ids) != len(words):
+            raise DataError(f"{len(words)} photos but {len(new_ids)} ids.")
         if np.isin(new_ids, self.ids_).any() or len(np.unique(new_ids)) != len(new_ids):
             raise DataError("Gallery ids must be unique; some are already indexed.")
         indptr, indices, data = [0], [], []
-        for kp in keypoints:
-            w, v = self._vector(self.assign(kp, 1))
+        for photo_words in words:
+            w, v = self._vector(np.asarray(photo_words, np.int64))
             indices.append(w)
             data.append(v)
             indptr.append(indptr[-1] + len(w))
         block = sp.csr_matrix(
             (np.concatenate(data) if data else np.zeros(0, np.float32),
              np.concatenate(indices) if indices else np.zeros(0, np.int64),
-             np.asarray(indptr, np.int64)), shape=(len(keypoints), self.n_words_),
+             np.asarray(indptr, np.int64)), shape=(len(words), self.n_words_),
             dtype=np.float32)
         self.counts_ = sp.vstack([self.counts_, block], format="csr")
         self.df_ = self.df_ + np.bincount(block.indices, minlength=self.n_words_)
@@ -247,6 +267,18 @@ class VisualWords:
 
     def __len__(self) -> int:
         return int(len(getattr(self, "ids_", ())))
+
+    def empty_copy(self) -> VisualWords:
+        """The same codebook (shared, not copied) with an empty inverted file.
+
+        Returns
+        -------
+        VisualWords
+        """
+        self._check_fitted()
+        new = copy.copy(self)
+        new._reset_index()
+        return new
 
     def _weights(self) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix]:
         """idf, gallery norms and the word -> photo inverted file (recomputed after adds)."""

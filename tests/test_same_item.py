@@ -1,0 +1,337 @@
+"""Same-item matching: local features, visual words, geometric verification, the packed store.
+
+Synthetic photos only: a random textured picture, a perspective-warped, cropped, brightened
+copy of it (the same item from elsewhere) and an unrelated random picture.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lfhelpers.errors import DataError
+from lfhelpers.similarity.features.local import FORMAT_VERSION, Keypoints, LocalFeatures
+from lfhelpers.similarity.search.same_item import LocalStore, find_same_item, rerank
+from lfhelpers.similarity.search.verify import (
+    SAME_ITEM_MIN_INLIERS,
+    is_same_item,
+    match_descriptors,
+    plot_correspondences,
+    verify,
+)
+from lfhelpers.similarity.search.words import VisualWords, fuse
+
+LOCAL_LOGGER = "lfhelpers.similarity.features.local"
+
+
+def _texture(seed: int, width: int = 900, height: int = 700) -> np.ndarray:
+    """A random picture with many corners: shapes, lines and text of random colours."""
+    rng = np.random.default_rng(seed)
+    img = np.full((height, width, 3), 200, np.uint8)
+    img[:] = rng.integers(60, 200, 3)
+    for _ in range(120):
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+        kind = rng.integers(0, 4)
+        if kind == 0:
+            cv2.rectangle(img, (x, y), (x + int(rng.integers(10, 90)),
+                                        y + int(rng.integers(10, 90))), colour, -1)
+        elif kind == 1:
+            cv2.circle(img, (x, y), int(rng.integers(5, 45)), colour, -1)
+        elif kind == 2:
+            cv2.line(img, (x, y), (int(rng.integers(0, width)), int(rng.integers(0, height))),
+                     colour, int(rng.integers(1, 5)))
+        else:
+            cv2.putText(img, f"{rng.integers(0, 10**6)}", (x, y), cv2.FONT_HERSHEY_SIMPLEX,
+                        float(rng.uniform(0.5, 1.6)), colour, 2)
+    return cv2.GaussianBlur(img, (3, 3), 0)
+
+
+#: Maps the original picture's pixels to the warped copy's pixels (before its crop).
+WARP = np.array([[0.85, 0.12, 40.0], [-0.08, 0.9, 60.0], [0.00012, -0.00008, 1.0]])
+CROP = (30, 20)  # (x, y) cut from the warped copy's top-left corner
+
+
+def _write(path: Path, rgb: np.ndarray) -> Path:
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    return path
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("photos")
+    item = _texture(1)
+    h, w = item.shape[:2]
+    warped = cv2.warpPerspective(item, WARP, (w, h), borderValue=(90, 90, 90))
+    warped = np.clip(warped[CROP[1]:, CROP[0]:].astype(np.float32) * 1.25 + 10, 0, 255)
+    return {
+        "item": _write(folder / "item.jpg", item),
+        "copy": _write(folder / "copy.jpg", warped.astype(np.uint8)),
+        "other": _write(folder / "other.jpg", _texture(2)),
+        "third": _write(folder / "third.jpg", _texture(3, 700, 500)),
+        "uniform": _write(folder / "uniform.jpg", np.full((300, 400, 3), 128, np.uint8)),
+    }
+
+
+@pytest.fixture(scope="module")
+def kps(photos) -> dict[str, Keypoints]:
+    lf = LocalFeatures(max_side=640, n_features=800)
+    return dict(zip(photos, lf.extract(list(photos.values())), strict=True))
+
+
+def test_same_item_found_unrelated_rejected(kps):
+    same = verify(kps["copy"], kps["item"])
+    assert same.inliers >= SAME_ITEM_MIN_INLIERS
+    assert same.plausible and is_same_item(same)
+    assert same.inlier_ratio > 0.5
+    other = verify(kps["copy"], kps["other"])
+    assert not is_same_item(other)
+    assert other.inliers < SAME_ITEM_MIN_INLIERS
+
+
+def test_inlier_points_are_in_original_pixels(kps):
+    v = verify(kps["copy"], kps["item"])
+    # the copy's pixel p is the original's WARP^-1 (p + crop): check the returned pairs
+    p = v.query_points.astype(np.float64) + np.array(CROP)
+    back = np.c_[p, np.ones(len(p))] @ np.linalg.inv(WARP).T
+    back = back[:, :2] / back[:, 2:]
+    err = np.linalg.norm(back - v.found_points, axis=1)
+    assert np.median(err) < 3.0  # original pixels (the photos were shrunk 900 -> 640)
+    # the model maps query points onto found points in original pixels too
+    proj = np.c_[v.query_points, np.ones(len(p))] @ v.model.T
+    assert np.median(np.linalg.norm(proj[:, :2] / proj[:, 2:] - v.found_points, axis=1)) < 3
+    assert kps["item"].scale == pytest.approx(900 / 640, rel=0.01)
+    assert max(kps["item"].image_size) == 640
+
+
+def test_match_descriptors_one_to_one(kps):
+    q, g = kps["copy"].matching_descriptors(), kps["item"].matching_descriptors()
+    m = match_descriptors(q, g)
+    assert len(m) > 50
+    assert len(np.unique(m[:, 1])) == len(m)
+    mutual = match_descriptors(q, g, mutual=True)
+    assert 0 < len(mutual) <= len(m)
+    assert match_descriptors(q[:0], g).shape == (0, 2)
+
+
+def test_uniform_photo_gives_empty_keypoints(photos, kps, caplog):
+    caplog.set_level(logging.INFO, logger=LOCAL_LOGGER)
+    kp = LocalFeatures().describe(photos["uniform"])
+    assert len(kp) == 0 and kp.descriptors.shape == (0, 128) and kp.error == ""
+    assert any("No keypoints" in r.getMessage() for r in caplog.records)
+    v = verify(kp, kps["item"])
+    assert v.inliers == 0 and not is_same_item(v)
+
+
+def test_huge_photo_is_downscaled(tmp_path):
+    path = _write(tmp_path / "huge.jpg", cv2.resize(_texture(4, 600, 400), (3000, 2000)))
+    kp = LocalFeatures(max_side=512, n_features=300).extract([path])[0]
+    assert kp.image_size == (512, 341) or kp.image_size == (512, 342)
+    assert kp.scale == pytest.approx(3000 / 512, rel=0.01)
+    assert 0 < len(kp) <= 300
+    assert kp.original_xy[:, 0].max() <= 3000
+
+
+def test_unreadable_photo(tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a photo")
+    with pytest.raises(DataError, match="bad.jpg"):
+        LocalFeatures().extract([bad])
+    lf = LocalFeatures(on_error="record")
+    kp = lf.extract([bad, tmp_path / "missing.jpg"])
+    assert len(kp[0]) == 0 and kp[0].error and kp[1].error
+    assert set(lf.errors_) == {str(bad), str(tmp_path / "missing.jpg")}
+
+
+def test_cache_hit_and_truncated_file_recomputed(photos, tmp_path, caplog):
+    lf = LocalFeatures(max_side=480, n_features=300, cache_dir=tmp_path / "cache")
+    first = lf.extract([photos["item"]])[0]
+    assert lf.n_cached_ == 0
+    files = list((tmp_path / "cache").rglob("*.npz"))
+    assert len(files) == 1
+    again = lf.extract([photos["item"]])[0]
+    assert lf.n_cached_ == 1
+    np.testing.assert_array_equal(again.descriptors, first.descriptors)
+    np.testing.assert_array_equal(again.xy, first.xy)
+    assert again.scale == first.scale and again.image_size == first.image_size
+    data = files[0].read_bytes()
+    files[0].write_bytes(data[: len(data) // 2])
+    caplog.set_level(logging.WARNING, logger=LOCAL_LOGGER)
+    redone = lf.extract([photos["item"]])[0]
+    assert lf.n_cached_ == 0
+    assert any("damaged" in r.getMessage() and r.name == LOCAL_LOGGER for r in caplog.records)
+    np.testing.assert_array_equal(redone.descriptors, first.descriptors)
+    assert files[0].stat().st_size == len(data)  # rewritten
+    # an outdated format version is recomputed too
+    with np.load(files[0]) as z:
+        arrays = dict(z)
+    meta = json.loads(bytes(arrays["meta"]).decode())
+    meta["version"] = FORMAT_VERSION - 1
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    with open(files[0], "wb") as fh:
+        np.savez(fh, **arrays)
+    caplog.clear()
+    lf.extract([photos["item"]])
+    assert lf.n_cached_ == 0
+    assert any("outdated" in r.getMessage() for r in caplog.records)
+
+
+def test_single_photo_gallery(photos, kps):
+    store = LocalStore().build([photos["item"]], LocalFeatures(max_side=640, n_features=800))
+    words = VisualWords(n_words=64).fit(store.keypoints())
+    words.add(store.keypoints())
+    ranked = find_same_item(kps["copy"], store, words)
+    assert [r.id for r in ranked] == [0]
+    assert ranked[0].same_item and ranked[0].inliers >= SAME_ITEM_MIN_INLIERS
+    ranked = find_same_item(kps["other"], store, words)
+    assert all(not r.same_item for r in ranked)
+
+
+def test_rerank_puts_verified_first_then_incoming_order(photos, kps):
+    store = LocalStore()
+    store.add_keypoints([kps["other"], kps["third"], kps["item"], kps["uniform"]],
+                        [str(photos[k]) for k in ("other", "third", "item", "uniform")])
+    ranked = rerank(kps["copy"], [3, 0, 2, 1], store)
+    assert [r.id for r in ranked] == [2, 3, 0, 1]
+    assert ranked[0].same_item and not any(r.same_item for r in ranked[1:])
+    limited = rerank(kps["copy"], [0, 1, 2], store, max_verify=2)
+    assert [r.id for r in limited] == [0, 1, 2] and limited[2].verification is None
+
+
+def test_fuse_interleaves_without_duplicates():
+    assert fuse([5, 6, 7], [8, 5, 9]).tolist()[:2] == [5, 8]
+    fused = fuse([5, 6, 7], [8, 5, 9])
+    assert sorted(fused.tolist()) == [5, 6, 7, 8, 9] and len(fused) == 5
+    assert fuse([1, 2, 3], [4, 5, 6], k=4).tolist() == [1, 4, 2, 5]
+    assert fuse([], [3, 2]).tolist() == [3, 2]
+
+
+def test_visual_words_save_load_and_incremental_add(photos, kps, tmp_path):
+    gallery = [kps["item"], kps["other"]]
+    words = VisualWords(n_words=256, seed=0).fit(gallery + [kps["third"]])
+    words.add(gallery)
+    ids, scores = words.shortlist(kps["copy"], 2)
+    assert ids.tolist()[0] == 0 and scores[0] > scores[-1]
+    words.save(tmp_path / "words")
+    loaded = VisualWords.load(tmp_path / "words")
+    ids2, scores2 = loaded.shortlist(kps["copy"], 2)
+    np.testing.assert_array_equal(ids, ids2)
+    np.testing.assert_allclose(scores, scores2, rtol=1e-5)
+    new = loaded.add([kps["third"]])
+    assert new.tolist() == [2] and len(loaded) == 3
+    third_q = Keypoints(kps["third"].xy, kps["third"].descriptors, kps["third"].image_size)
+    assert loaded.shortlist(third_q, 1)[0].tolist() == [2]
+    with pytest.raises(DataError):
+        loaded.add([kps["item"]], ids=[0])
+
+
+def test_local_store_save_load_mmap_and_add(photos, kps, tmp_path):
+    lf = LocalFeatures(max_side=640, n_features=800)
+    store = LocalStore().build([photos["item"], photos["uniform"]], lf)
+    assert len(store) == 2 and len(store[1]) == 0
+    assert store.offsets_[-1] == len(store.descriptors_)
+    store.save(tmp_path / "store")
+    loaded = LocalStore.load(tmp_path / "store")
+    assert isinstance(loaded.descriptors_, np.memmap)
+    np.testing.assert_array_equal(loaded[0].descriptors, store[0].descriptors)
+    assert loaded[0].scale == store[0].scale and loaded.paths_ == store.paths_
+    assert loaded.add([photos["other"]], lf).tolist() == [2]
+    np.testing.assert_array_equal(loaded[2].descriptors, kps["other"].descriptors)
+    np.testing.assert_array_equal(loaded[0].xy, store[0].xy)
+    with pytest.raises(IndexError):
+        loaded[3]
+    (tmp_path / "store" / "offsets.npy").write_bytes(b"broken")
+    with pytest.raises(DataError):
+        LocalStore.load(tmp_path / "store")
+
+
+def test_plot_correspondences(photos, kps):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    v = verify(kps["copy"], kps["item"])
+    ax = plot_correspondences(photos["copy"], photos["item"], v, max_lines=20)
+    assert f"{v.inliers} inliers" in ax.get_title() and "same item" in ax.get_title()
+    assert len(ax.lines) == 2 * min(v.inliers, 20)
+    plt.close(ax.figure)
+
+
+@pytest.mark.parametrize("model", ["affine", "fundamental"])
+def test_other_geometric_models(kps, model):
+    same = verify(kps["copy"], kps["item"], model=model)
+    assert same.kind == model and same.inliers >= SAME_ITEM_MIN_INLIERS
+    assert same.model is not None and len(same.query_points) == same.inliers
+    assert verify(kps["copy"], kps["other"], model=model).inliers < same.inliers
+
+
+def test_empty_copy_and_add_words(kps):
+    words = VisualWords(n_words=256).fit([kps["item"], kps["other"]])
+    words.add([kps["item"]])
+    copy = words.empty_copy()
+    assert len(copy) == 0 and len(words) == 1 and copy.coarse_ is words.coarse_
+    assigned = [words.assign(kps["other"])[:, 0], words.assign(kps["item"])[:, 0]]
+    assert copy.add_words(assigned, ids=[10, 20]).tolist() == [10, 20]
+    assert copy.shortlist(kps["copy"], 1)[0].tolist() == [20]
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+def _engine(tmp_path, gallery, recipe=None):
+    """A search engine over ``gallery`` photos with given (random) global vectors: no network."""
+    from lfhelpers.similarity.search.engine import SearchEngine
+    from lfhelpers.similarity.search.recipe import Recipe
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(len(gallery), 16)).astype(np.float32)
+    engine = SearchEngine(recipe or Recipe(postprocess="center"), cache_dir=tmp_path / "cache")
+    return engine.fit(vectors, [str(p) for p in gallery], [p.stem for p in gallery]), vectors
+
+
+def test_engine_puts_the_verified_same_item_first_whatever_the_global_score(photos, tmp_path):
+    gallery = [photos["other"], photos["third"], photos["item"]]
+    engine, vectors = _engine(tmp_path, gallery)
+    # the query's global vector is closest to "other": the global ranking alone misses the item
+    query_vector = vectors[:1] + 0.01
+    plain = engine.search([str(photos["copy"])], k=3, verify=False, vectors=query_vector)[0]
+    assert plain[0]["path"] == str(photos["other"])
+    assert plain[0]["inliers"] is None and plain[0]["same_item"] is None
+    found = engine.search([str(photos["copy"])], k=3, vectors=query_vector)[0]
+    assert found[0]["path"] == str(photos["item"]) and found[0]["same_item"] is True
+    assert found[0]["inliers"] >= SAME_ITEM_MIN_INLIERS
+    assert not any(n["same_item"] for n in found[1:])
+
+
+def test_engine_saved_and_loaded_serves_the_same_answers(photos, tmp_path):
+    from lfhelpers.similarity.search.engine import SearchEngine
+
+    engine, vectors = _engine(tmp_path, [photos["other"], photos["item"], photos["third"]])
+    before = engine.search([str(photos["copy"])], k=3, vectors=vectors[:1])
+    loaded = SearchEngine.load(engine.save(tmp_path / "index"), cache_dir=tmp_path / "cache")
+    assert loaded.recipe_ == engine.recipe_
+    assert loaded.search([str(photos["copy"])], k=3, vectors=vectors[:1]) == before
+
+
+def test_engine_with_one_photo_and_a_query_without_keypoints(photos, tmp_path, caplog):
+    engine, vectors = _engine(tmp_path, [photos["item"]])
+    found = engine.search([str(photos["copy"])], k=5, vectors=vectors)[0]
+    assert len(found) == 1 and found[0]["same_item"] is True
+    with caplog.at_level(logging.INFO, logger="lfhelpers.similarity.search.engine"):
+        blank = engine.search([str(photos["uniform"])], k=5, vectors=vectors)[0]
+    assert len(blank) == 1 and blank[0]["inliers"] is None
+    assert "no local features" in caplog.text
+
+
+def test_engine_over_photos_without_any_keypoints_ranks_globally(photos, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="lfhelpers.similarity.search.engine"):
+        engine, vectors = _engine(tmp_path, [photos["uniform"]])
+    assert engine.store_ is None and "same-item verification is off" in caplog.text
+    found = engine.search([str(photos["copy"])], k=2, vectors=vectors)[0]
+    assert [n["path"] for n in found] == [str(photos["uniform"])]
