@@ -196,10 +196,11 @@ def correspondences_html(png: bytes, query: Any, found: str, rank: int) -> str:
             f'<img src="{uri}" alt="correspondences"></div>')
 
 
-#: The page's own script (shown once, under Voilà): (1) reloads the page when its kernel is gone
-#: (culled after the idle timeout, or the server restarted) and the visitor looks at it again,
-#: so that they get a fresh page, not a dead one: it asks the server about its own kernel every
-#: 20 s while the page is visible, and at once when the tab becomes visible again; (2) refuses
+#: The page's own script (shown once, under Voilà): (1) when its kernel is gone (culled after the
+#: idle timeout, or the server restarted) the visitor gets a fresh page, not a dead one: it asks
+#: the server about its own kernel every 20 s while the page is visible and when the tab comes
+#: back, says so in a banner, and reloads at the visitor's next click, key or return to the tab
+#: (an open but untouched tab does not start kernels by itself); (2) refuses
 #: an upload over the limit (``%d``) with a message, before its bytes are sent.
 PAGE_SCRIPT = """<script>
 (function () {
@@ -213,13 +214,28 @@ PAGE_SCRIPT = """<script>
     } catch (e) {}
     return null;
   }
+  var gone = false;
+  function revive() { if (gone) location.reload(); }
   function check() {
-    if (document.visibilityState !== 'visible') return;
+    if (gone || document.visibilityState !== 'visible') return;
     var k = kernelId(); if (!k) return;
     fetch(k[0].replace(/\\/?$/, '/') + 'api/kernels/' + k[1], {credentials: 'same-origin'})
-      .then(function (r) { if (r.status === 404) location.reload(); })
+      .then(function (r) {
+        if (r.status !== 404) return;
+        gone = true;  // a fresh page (and kernel) at the visitor's next touch, not before
+        var note = document.createElement('div');
+        note.className = 'lf-message lf-notice lf-expired';
+        note.style.cssText = 'position:fixed;top:0;left:0;right:0;z-index:9999;cursor:pointer';
+        note.textContent = 'This page was idle and its session was closed to save memory; '
+          + 'click anywhere (or come back to the tab) for a fresh page.';
+        document.body.appendChild(note);
+      })
       .catch(function () {});
   }
+  ['pointerdown', 'keydown'].forEach(function (n) {
+    document.addEventListener(n, revive, true); });
+  window.addEventListener('focus', function () { revive(); check(); });
+  document.addEventListener('visibilitychange', function () { revive(); check(); });
   // an upload larger than the limit: a message in the page, the file is never sent
   document.addEventListener('change', function (e) {
     var input = e.target;
@@ -238,8 +254,6 @@ PAGE_SCRIPT = """<script>
       box.appendChild(div);
     } else { alert(text); }
   }, true);
-  document.addEventListener('visibilitychange', check);
-  window.addEventListener('focus', check);
   setInterval(check, 20000);
 })();
 </script>"""
