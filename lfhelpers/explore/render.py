@@ -236,14 +236,14 @@ PAGE_SCRIPT = """<script>
     document.addEventListener(n, revive, true); });
   window.addEventListener('focus', function () { revive(); check(); });
   document.addEventListener('visibilitychange', function () { revive(); check(); });
-  // an upload larger than the limit: a message in the page, the file is never sent
-  document.addEventListener('change', function (e) {
+  // an upload larger than the limit: a message in the page, the file is never sent. The upload
+  // widget's file input is not in the page, so the guard is put on the input when the widget
+  // opens it (a capturing listener on the target runs before the widget's own).
+  function guard(e) {
     var input = e.target;
-    if (!input.matches || !input.matches('.lf-uploader input[type=file], input[type=file]'))
-      return;
     var big = Array.from(input.files || []).filter(function (f) { return f.size > LIMIT; });
     if (!big.length) return;
-    e.stopImmediatePropagation(); e.stopPropagation(); input.value = '';
+    e.stopImmediatePropagation(); input.value = '';
     var box = document.querySelector('.lf-status');
     var text = big[0].name + ' is too large (' + (big[0].size / 1e6).toFixed(1)
       + ' MB, more than ' + (LIMIT / 1e6).toFixed(0) + ' MB); choose a smaller photo.';
@@ -253,7 +253,15 @@ PAGE_SCRIPT = """<script>
       div.className = 'lf-message lf-notice lf-upload-refused'; div.textContent = text;
       box.appendChild(div);
     } else { alert(text); }
-  }, true);
+  }
+  var click = HTMLInputElement.prototype.click;
+  HTMLInputElement.prototype.click = function () {
+    if (this.type === 'file' && !this.__lfGuard) {
+      this.__lfGuard = true; this.addEventListener('change', guard, true);
+    }
+    if (this.type === 'file') window.__lfFileInput = this;
+    return click.apply(this, arguments);
+  };
   setInterval(check, 20000);
 })();
 </script>"""
