@@ -58,7 +58,6 @@ def served_explorer(explore_params, smoke_run, tmp_path):
     """Notebook 07 with the smoke run's parameters, served by Voilà on a free local port, with
     ``make explore``'s culling settings but a short idle timeout."""
     import papermill as pm
-
     from test_explore import smoke_index_dir
 
     notebook = tmp_path / "07_explore.ipynb"
