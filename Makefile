@@ -46,9 +46,19 @@ lab: setup
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
 		--ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks
 
-## The explorer (notebook 07) as an app with Voila, on 127.0.0.1 only (EXPLORE_PORT, default 8866)
+## The explorer (notebook 07) as an app with Voila, on 127.0.0.1 only (EXPLORE_PORT, default 8866).
+## Each page visit gets a kernel; one idle for EXPLORE_CULL seconds (default 900: 15 minutes), or
+## whose tab is gone, is shut down (checked every minute) and its page offers a fresh one. The
+## server takes messages up to 32 MB so that an upload over the explorer's 20 MB limit gets a
+## message from the kernel even when the page's own check does not run.
 EXPLORE_PORT ?= 8866
+EXPLORE_CULL ?= 900
 explore: setup
 	@echo "Explorer: http://127.0.0.1:$(EXPLORE_PORT)/  (local only; Ctrl-C stops it)"
 	$(BIN)/voila notebooks/07_explore.ipynb --no-browser --strip_sources=True --Voila.ip=127.0.0.1 \
-		--port=$(EXPLORE_PORT)
+		--port=$(EXPLORE_PORT) \
+		--MappingKernelManager.cull_idle_timeout=$(EXPLORE_CULL) \
+		--MappingKernelManager.cull_interval=60 \
+		--MappingKernelManager.cull_connected=True \
+		--MappingKernelManager.cull_busy=False \
+		"--Voila.tornado_settings={'websocket_max_message_size': 33554432}"

@@ -49,14 +49,21 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
     raise AssertionError(f"Voilà did not listen on port {port} within {timeout} s")
 
 
+#: Idle seconds before the test server culls a kernel (``make explore``: 900).
+CULL_SECONDS = 20
+
+
 @pytest.fixture()
-def served_explorer(explore_params, tmp_path):
-    """Notebook 07 with the smoke run's parameters, served by Voilà on a free local port."""
+def served_explorer(explore_params, smoke_run, tmp_path):
+    """Notebook 07 with the smoke run's parameters, served by Voilà on a free local port, with
+    ``make explore``'s culling settings but a short idle timeout."""
     import papermill as pm
+    from test_explore import smoke_index_dir
 
     notebook = tmp_path / "07_explore.ipynb"
     pm.execute_notebook(str(ROOT / "notebooks" / "07_explore.ipynb"), str(notebook),
-                        parameters={**explore_params, "projection": "pca"},
+                        parameters={**explore_params, "projection": "pca",
+                                    "index_dir": str(smoke_index_dir(smoke_run))},
                         prepare_only=True, progress_bar=False)
     port, token = _free_port(), os.urandom(12).hex()
     env = {**os.environ, "LF_PROJECT_ROOT": str(ROOT),
@@ -65,7 +72,11 @@ def served_explorer(explore_params, tmp_path):
     log = (tmp_path / "voila.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "voila", str(notebook), "--no-browser", "--Voila.ip=127.0.0.1",
-         f"--port={port}", f"--token={token}"],
+         f"--port={port}", f"--token={token}",
+         f"--MappingKernelManager.cull_idle_timeout={CULL_SECONDS}",
+         "--MappingKernelManager.cull_interval=2", "--MappingKernelManager.cull_connected=True",
+         "--MappingKernelManager.cull_busy=False",
+         "--Voila.tornado_settings={'websocket_max_message_size': 33554432}"],
         cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_port(port, proc)
@@ -116,10 +127,43 @@ def test_choosing_a_query_photo_shows_found_items(served_explorer, tmp_path):
             "return cards.length ? Array.from(cards, c => c.getAttribute('src')) : null;",
             chosen))
         assert all(src.startswith("data:image/jpeg") for src in sources)
+        # the chosen found item's correspondence picture, drawn for this query's results
+        picture = wait.until(lambda d: d.execute_script(
+            "const c = document.querySelector('.lf-correspondences');"
+            "if (!c || !c.textContent.includes(arguments[0])) return null;"
+            "const img = c.querySelector('img');"
+            "return img ? img.getAttribute('src').slice(0, 22) : null;", chosen))
+        assert picture == "data:image/png;base64,"
         driver.save_screenshot(str(tmp_path / "explore.png"))
         body = driver.execute_script("return document.body.innerText")
         for bad in ("Traceback", "Error", "went wrong", "could not"):
             assert bad not in body, body[:2000]
         assert not driver.execute_script("return document.querySelectorAll('.lf-notice').length")
+
+        # an upload over the limit: a message in the page, nothing sent
+        # (the widget's file input is not in the page: the test gives it a file as a browser's
+        # file chooser would, after a click on the upload button)
+        driver.execute_script(
+            "document.querySelector('.lf-uploader').click();"
+            "const input = window.__lfFileInput, dt = new DataTransfer();"
+            "dt.items.add(new File([new Uint8Array(21000000)], 'big.jpg', {type: 'image/jpeg'}));"
+            "input.files = dt.files; input.dispatchEvent(new Event('change'));")
+        refused = wait.until(lambda d: d.execute_script(
+            "const m = document.querySelector('.lf-upload-refused');"
+            "return m ? m.textContent : null;"))
+        assert "big.jpg is too large" in refused
+
+        # left alone past the cull time: the kernel is shut down, the page says so, and the
+        # visitor's next click gives a fresh page with results
+        origin = driver.execute_script("return performance.timeOrigin")
+        WebDriverWait(driver, CULL_SECONDS + 60).until(lambda d: d.execute_script(
+            "return document.querySelector('.lf-expired') !== null;"))
+        driver.execute_script("document.body.dispatchEvent(new PointerEvent('pointerdown',"
+                              " {bubbles: true}));")
+        fresh = wait.until(lambda d: d.execute_script(
+            "if (performance.timeOrigin === arguments[0]) return null;"
+            "const cards = document.querySelectorAll('.lf-results .lf-card img');"
+            "return cards.length || null;", origin))
+        assert fresh > 0
     finally:
         driver.quit()

@@ -16,6 +16,8 @@ from PIL import Image
 
 from lfhelpers import explore
 from lfhelpers.errors import DataError
+from lfhelpers.explore import render
+from lfhelpers.explore.app import MatchPanel
 from lfhelpers.explore.inputs import check_upload, save_upload
 from lfhelpers.explore.state import MatchSettings
 
@@ -32,13 +34,37 @@ def _files(folder: Path) -> set[Path]:
     return {p for p in folder.rglob("*") if p.is_file()} if folder.exists() else set()
 
 
+def smoke_index_dir(smoke_run: Path) -> Path:
+    """Notebook 06's search engine of the smoke run (``index_dir`` of the smoke profile); a
+    small one (random MobileNet, 96 px) is built beside it when that notebook saved none."""
+    saved = smoke_run / "models" / "search"
+    if (saved / "recipe.json").is_file():
+        return saved
+    from lfhelpers.data import read_manifest
+    from lfhelpers.similarity.search.engine import SearchEngine
+    from lfhelpers.similarity.search.recipe import Recipe
+
+    built = smoke_run / "models" / "search-explore-test"
+    if not (built / "recipe.json").is_file():
+        m = read_manifest(smoke_run / "data" / "clean")
+        g = m[m["split"].isin(["train", "val"])]
+        SearchEngine(Recipe(backbone="mobilenet", weights="none", image_size=96),
+                     cache_dir=smoke_run / "cache").fit_files(
+            list(g["file"]), list(g["label"])).save(built)
+    return built
+
+
 @pytest.fixture(scope="module")
-def view(explore_params):
-    params = explore_params
+def params(explore_params, smoke_run):
+    return {**explore_params, "index_dir": str(smoke_index_dir(smoke_run))}
+
+
+@pytest.fixture(scope="module")
+def view(params):
     return explore.open_explorer(params["data_dir"], params["run_dir"],
-                                 params["classifier_model"], params["color_model"],
-                                 cache_dir=params["cache_dir"], seed=params["seed"],
-                                 projection="pca")
+                                 params["classifier_model"], params["index_dir"],
+                                 params["color_model"], cache_dir=params["cache_dir"],
+                                 seed=params["seed"], projection="pca")
 
 
 
@@ -120,17 +146,32 @@ def test_without_a_data_set_it_says_what_to_run_first(tmp_path):
     assert view.figures()["ready"] is False
 
 
-def test_without_a_classifier_the_cleanup_review_still_works(explore_params, tmp_path):
-    params = explore_params
-    view = explore.open_explorer(params["data_dir"], classifier_model=tmp_path / "none.keras",
-                                 cache_dir=None)
+def test_without_a_search_engine_it_says_to_run_notebook_06(params, tmp_path):
+    view = explore.open_explorer(params["data_dir"], classifier_model=params["classifier_model"],
+                                 index_dir=tmp_path / "no-engine", cache_dir=None)
     ex = view.explorer
-    assert not ex.ready and "notebook 03" in ex.missing["model"]
+    assert not ex.ready and "notebook 06" in ex.missing["model"]
+    assert str(tmp_path / "no-engine") in ex.missing["model"]
     assert set(ex.rejects()["reason"]) >= {"not_an_image", "near_duplicate"}
     html = view.snapshot_html()
-    assert "notebook 03" in html and "quarantined" in html
-    assert view.widget() is not None
+    assert "notebook 06" in html and "quarantined" in html
+    shown = " ".join(getattr(c, "value", "") for c in view.widget().children)
+    assert "notebook 06" in shown and "lf-notice" in shown
 
+
+def test_without_a_classifier_matching_still_ranks_through_the_engine(params, tmp_path):
+    view = explore.open_explorer(params["data_dir"], classifier_model=tmp_path / "none.keras",
+                                 index_dir=params["index_dir"], color_model="",
+                                 cache_dir=params["cache_dir"], projection="pca")
+    ex = view.explorer
+    assert ex.ready and not ex.has_classifier and "notebook 03" in ex.missing["classifier"]
+    query = ex.query(ex.query_options()[0][1])
+    assert query.top3 == []
+    table = ex.match(query, MatchSettings(k=4))
+    assert len(table) == 4 and (table["category"] == 0).all() and (table["color"] == 0).all()
+    app = view.widget()
+    assert "mistakes" not in app.panels or app.panels["mistakes"] is None
+    assert app.panels["match"].w_category.disabled
 
 
 def test_explorer_loads_the_smoke_outputs(view):
@@ -159,17 +200,140 @@ def test_match_is_ranked_explained_and_follows_the_settings(view):
     assert set(filtered["label"]) <= top
 
 
-def test_upload_query_embeds_in_memory_and_writes_nothing(view, smoke_run):
+def test_found_items_are_the_engines_answer(view, params):
+    """The explorer serves notebook 06's engine: its neighbours, scores, inliers and same-item
+    decisions, ordered as the matcher orders them (verified same items first)."""
+    from lfhelpers.similarity.search.engine import SearchEngine
+
     ex = view.explorer
+    saved = SearchEngine.load(params["index_dir"], cache_dir=params["cache_dir"])
+    for path in [p for _, p in ex.query_options()[:3]]:
+        query = ex.query(path)
+        table = ex.match(query, MatchSettings(k=6, w_category=0, w_color=0))
+        found = saved.search([path], 50, vectors=query.vector[None])[0]  # the matcher's depth
+        assert found and all(n["inliers"] is not None for n in found[:5]), "verified"
+        by_path = {str(Path(n["path"]).resolve()): n for n in found}
+        expected = sorted(by_path, key=lambda p: (not by_path[p]["same_item"],
+                                                  -by_path[p]["score"]))[:6]
+        assert list(table["path"]) == expected
+        for row in table.itertuples():
+            n = by_path[row.path]
+            assert row.similarity == pytest.approx(n["score"], abs=1e-5)
+            assert row.inliers == n["inliers"] and row.same_item == bool(n["same_item"])
+        assert ex.search(query, 6) == [{**n, "path": str(Path(n["path"]).resolve())}
+                                       for n in saved.search([path], 6,
+                                                             vectors=query.vector[None])[0]]
+
+
+def test_a_verified_same_item_shows_a_badge_and_stays_above_category_and_color(
+        view, monkeypatch):
+    ex = view.explorer
+    query = ex.query(ex.query_options()[0][1])
+    real = ex.engine.search
+    answer = real([query.key], 50, vectors=query.vector[None])[0]
+    last = dict(answer[-1], inliers=42, same_item=True)
+    monkeypatch.setattr(ex.engine, "search", lambda *a, **kw: [
+        [dict(n, inliers=3, same_item=False) for n in answer[:-1]] + [last]])
+    settings = MatchSettings(k=5, w_category=2, w_color=2)
+    table = ex.match(query, settings)
+    assert table["path"].iloc[0] == str(Path(last["path"]).resolve())
+    assert table["same_item"].tolist() == [True, False, False, False, False]
+    assert "same item (42 matching points)" in table["why"].iloc[0]
+    html = render.match_cards(table, query, settings)
+    assert html.count("lf-same-item") == 1 and "42 inliers" in html
+    first_card = html.split('class="lf-card lf-result')[1]
+    assert "lf-same-item" in first_card and "lf-verified" in first_card
+    panel = MatchPanel(ex, settings)
+    assert panel.compare.value == table["path"].iloc[0]  # the same item is drawn first
+    assert "lf-same-item" in panel.results.value
+    assert "data:image/png;base64," in panel.pairing.value
+
+
+def test_the_correspondence_picture_is_drawn_for_the_chosen_found_item(view):
+    ex = view.explorer
+    app = view.widget()
+    match = app.panels["match"]
+    assert match.compare.options and match.compare.value == match.table["path"].iloc[0]
+    assert "lf-correspondences" in match.pairing.value
+    assert 'src="data:image/png;base64,' in match.pairing.value
+    second = match.compare.options[1][1]
+    match.compare.value = second
+    assert Path(second).name in match.pairing.value
+    png = ex.correspondences_png(match.current, second)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    v = ex.verification(match.current, second)
+    assert v is not None and len(v.query_points) == v.inliers == len(v.found_points)
+
+
+def test_upload_query_is_private_and_writes_only_under_data_uploads(params, view, smoke_run):
+    ex = view.explorer
+    other = explore.open_explorer(params["data_dir"], params["run_dir"],
+                                  params["classifier_model"], params["index_dir"],
+                                  params["color_model"], cache_dir=params["cache_dir"],
+                                  seed=params["seed"], projection="pca").explorer
     photo = Path(ex.query_options()[0][1])
-    before = _files(smoke_run / "cache") | _files(ROOT / "data")
-    upload = check_upload(photo.read_bytes(), photo.name)
-    query = ex.upload_query(upload)
-    same = ex.query(str(photo))
-    assert float(query.vector @ same.vector) > 0.99  # the same photo, the same vector
-    assert [lab for lab, _ in query.top3] == [lab for lab, _ in same.top3]
-    assert len(ex.match(query, MatchSettings(k=4))) == 4
-    assert _files(smoke_run / "cache") | _files(ROOT / "data") == before
+    uploads = ROOT / "data" / "uploads"
+    before = (_files(smoke_run) | _files(ROOT / "data")) - _files(uploads)
+    try:
+        query = ex.upload_query(check_upload(photo.read_bytes(), photo.name))
+        same = ex.query(str(photo))
+        assert float(query.vector @ same.vector) > 0.99  # the same photo, the same vector
+        assert [lab for lab, _ in query.top3] == [lab for lab, _ in same.top3]
+        table = ex.match(query, MatchSettings(k=4))
+        assert len(table) == 4 and table["inliers"].notna().all()
+        assert Path(query.key).parent == ex.session_dir()
+        assert ex.session_dir().parent == uploads / ".sessions"
+        # a second visitor: another private folder, and it never sees the first one's upload
+        assert other.session_dir() != ex.session_dir()
+        assert query.key not in other._uploads and other.top3(query.key) == []
+        after = (_files(smoke_run) | _files(ROOT / "data")) - _files(uploads)
+        assert after == before, after ^ before
+    finally:
+        ex.end_session()
+        other.end_session()
+    assert not Path(query.key).exists()
+
+
+def test_an_upload_over_the_limit_gets_a_message(view, monkeypatch):
+    from lfhelpers.explore import app as app_module
+
+    monkeypatch.setattr(app_module, "UPLOAD_MAX_BYTES", 1000)
+    match = MatchPanel(view.explorer, MatchSettings())
+    match.uploader.value = ({"name": "big.png", "type": "image/png", "size": 5000,
+                             "content": memoryview(_png((64, 64)) + b"\0" * 5000),
+                             "last_modified": datetime.now(UTC)},)
+    assert "too large" in match.status.value and "big.png" in match.status.value
+    assert match.save.disabled and "lf-notice" in match.status.value
+    assert "1000" not in render.page_script(20_000_000)
+    assert "var LIMIT = 20000000;" in render.page_script(20_000_000)
+
+
+def test_a_visitors_kernel_never_imports_tensorflow(params):
+    """The page's code in a fresh process: engine, shared state, a match, a picture; the
+    heavy work was prepared once (child process) and is memory-mapped."""
+    code = (
+        "import json, sys, psutil\n"
+        "from lfhelpers import explore\n"
+        "from lfhelpers.explore.state import MatchSettings\n"
+        f"p = json.loads({json.dumps(json.dumps(params))})\n"
+        "v = explore.open_explorer(p['data_dir'], p['run_dir'], p['classifier_model'],"
+        " p['index_dir'], p['color_model'], cache_dir=p['cache_dir'], projection='pca')\n"
+        "ex = v.explorer; q = ex.query(ex.query_options()[0][1])\n"
+        "t = ex.match(q, MatchSettings()); v.widget()\n"
+        "print(json.dumps({'tf': 'tensorflow' in sys.modules, 'keras': 'keras' in sys.modules,"
+        " 'n': len(t), 'mmap': type(ex.shared.vectors).__name__,"
+        " 'rss_mb': psutil.Process().memory_info().rss // 2**20}))\n")
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["n"] == MatchSettings().k and got["mmap"] == "memmap"
+    assert not got["tf"] and not got["keras"], got
+    assert got["rss_mb"] < 500, got  # about 290 MB on the smoke run (ru_maxrss would report
+    # the forking parent's peak: it is kept across exec)
 
 
 def test_mistakes_cleanup_and_map(view):
@@ -201,6 +365,7 @@ def test_widgets_update_on_query_slider_and_upload(view):
     match.category_mode.value = "filter"
     assert "lf-result" in match.results.value or "No found item" in match.results.value
     assert "updated in" in match.timing.value
+    assert [p for _, p in match.compare.options] == list(match.table["path"])
     match.uploader.value = ({"name": "notes.txt", "type": "text/plain", "size": 9,
                              "content": memoryview(b"just text"),
                              "last_modified": datetime.now(UTC)},)
@@ -217,6 +382,7 @@ def test_snapshot_shows_a_first_match_and_a_mistake_gallery(view):
     html = view.snapshot_html()
     assert "lf-result" in html and "lf-matrix" in html
     assert "data:image/jpeg;base64," in html
+    assert "lf-correspondences" in html and "data:image/png;base64," in html
 
 
 def test_notebook_07_in_the_smoke_run_reports_its_first_state(smoke_run):

@@ -2,11 +2,14 @@
 
 sources   the public functions of the other stages that the explorer uses (one adapter)
 inputs    which run to show, what is missing, checks of uploaded photos
-state     :class:`Explorer`: every embedding, prediction and palette computed once at load
+shared    the read-only state of a run (vectors, probabilities, palettes, thumbnails, map):
+          prepared once in a separate process, memory-mapped by every visitor's kernel
+state     :class:`Explorer`: notebook 06's search engine over the shared state
 render    HTML pieces: thumbnails, query card, match cards, galleries, confusion matrix
 app       the ipywidgets panels: match, classifier mistakes, cleanup review, embedding map
 
->>> view = open_explorer("data/clean/lostnet", classifier_model="models/xception_lostnet.keras")
+>>> view = open_explorer("data/clean/lostnet", index_dir="models/search/lostnet",
+...                      classifier_model="models/xception_lostnet.keras")
 >>> view.show()        # the widgets (and, outside Voilà, a static copy of the first state)
 """
 
@@ -22,6 +25,7 @@ from typing import Any
 from lfhelpers.explore import render
 from lfhelpers.explore.app import build_app, in_voila
 from lfhelpers.explore.inputs import (
+    UPLOAD_MAX_BYTES,
     MissingInput,
     RunInfo,
     check_upload,
@@ -88,6 +92,8 @@ class ExplorerView:
         if self.explorer is None:
             display(HTML(render.message(self.problem)))
             return
+        if in_voila():
+            display(HTML(render.page_script(UPLOAD_MAX_BYTES)))
         try:
             display(self.widget())
         except Exception as exc:  # noqa: BLE001 - one line, never a traceback
@@ -110,14 +116,22 @@ class ExplorerView:
         else:
             options = ex.query_options()
             query = ex.query(options[0][1])
+            table = ex.match(query, self.settings)
             parts += ["<h3>Match a lost item</h3>", render.query_card(query),
-                      render.match_cards(ex.match(query, self.settings), query, self.settings)]
-            parts += ["<h3>Classifier mistakes</h3>",
-                      f'<div class="lf-note">test accuracy {ex.accuracy():.1%}</div>',
-                      render.confusion_html(ex.confusion())]
-            pair = ex.worst_pair()
-            parts.append(render.mistakes_html(ex.mistakes(*pair), *pair) if pair else
-                         render.message("The classifier makes no mistake on the test photos."))
+                      render.match_cards(table, query, self.settings)]
+            if len(table):
+                first = table[table["same_item"]]["path"].tolist() or [table["path"].iloc[0]]
+                rank = int(table.set_index("path").loc[first[0], "rank"])
+                parts.append(render.correspondences_html(
+                    ex.correspondences_png(query, first[0]), query, first[0], rank))
+            if ex.has_classifier:
+                parts += ["<h3>Classifier mistakes</h3>",
+                          f'<div class="lf-note">test accuracy {ex.accuracy():.1%}</div>',
+                          render.confusion_html(ex.confusion())]
+                pair = ex.worst_pair()
+                parts.append(render.mistakes_html(ex.mistakes(*pair), *pair) if pair else
+                             render.message("The classifier makes no mistake on the test "
+                                            "photos."))
         rejects = ex.rejects()
         counts = ", ".join(f"{r}: {n}" for r, n in rejects["reason"].value_counts().items())
         parts.append(f"<h3>Cleanup review</h3><div class='lf-note'>{len(rejects)} quarantined "
@@ -139,9 +153,14 @@ class ExplorerView:
         if ex.ready:
             query = ex.query(ex.query_options()[0][1])
             start = time.perf_counter()
+            table = ex.match(query, self.settings)
+            figures["first_match_seconds"] = round(time.perf_counter() - start, 4)
+            start = time.perf_counter()
             ex.match(query, self.settings)
             figures["update_seconds"] = round(time.perf_counter() - start, 4)
-            figures["test_accuracy"] = ex.accuracy()
+            figures["first_match_same_items"] = int(table["same_item"].sum())
+            if ex.has_classifier:
+                figures["test_accuracy"] = ex.accuracy()
         return figures
 
     def record(self, out_dir: str | os.PathLike[str], stem: str = "07_explore") -> dict:
@@ -153,6 +172,7 @@ class ExplorerView:
 
 def open_explorer(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[str] = "",
                   classifier_model: str | os.PathLike[str] = "models/xception_lostnet.keras",
+                  index_dir: str | os.PathLike[str] = "models/search/lostnet",
                   color_model: str | os.PathLike[str] = "models/color_names.joblib",
                   color_source: str = "", cache_dir: str | os.PathLike[str] | None = "data/cache",
                   seed: int = 42, settings: MatchSettings | None = None,
@@ -167,10 +187,13 @@ def open_explorer(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[s
         Run folder to describe (default: ``reports/latest`` or the newest ``reports/runs/*``).
     classifier_model, color_model : path-like
         Notebook 03's classifier and notebook 04's color-name model.
+    index_dir : path-like
+        The search engine notebook 06 saved (its ``index_dir``); missing: the page says to run
+        notebook 06 (a visitor's page never builds one: minutes and gigabytes).
     color_source : str
         Color data to train a namer on when ``color_model`` is missing (``""``: no colors).
     cache_dir : path-like, optional
-        Embedding cache shared with notebook 06, and the explorer's color cache.
+        The engine's caches (shared with notebook 06) and the explorer's shared state.
     seed : int
     settings : MatchSettings, optional
         Initial matcher weights, ``k`` and modes.
@@ -192,9 +215,12 @@ def open_explorer(data_dir: str | os.PathLike[str], run_dir: str | os.PathLike[s
         if not data_dir:
             raise MissingInput("No data set given and no run found: run notebook 01 "
                                "(01_crawl_cleanup) first, or set data_dir.")
-        view.explorer = Explorer.load(data_dir, classifier_model=classifier_model,
+        view.explorer = Explorer.load(data_dir, index_dir=index_dir,
+                                      classifier_model=classifier_model,
                                       color_model=color_model, color_source=color_source,
-                                      cache_dir=cache_dir, seed=seed)
+                                      cache_dir=cache_dir, seed=seed, projection=projection)
+        if view.explorer.shared is not None:
+            render.use_thumbnails(view.explorer.shared.thumbnail)
     except LFError as exc:
         view.problem = str(exc).splitlines()[0]
     except Exception as exc:  # noqa: BLE001 - the explorer shows one line, never a traceback

@@ -24,6 +24,7 @@ from typing import Any
 from lfhelpers.explore import render
 from lfhelpers.explore.inputs import (
     UPLOAD_DIR,
+    UPLOAD_MAX_BYTES,
     RunInfo,
     check_upload,
     read_upload_value,
@@ -89,7 +90,9 @@ class MatchPanel:
                                  description="Lost photo", layout=w.Layout(width="420px"))
         self.picker.add_class("lf-query-picker")
         self.uploader = w.FileUpload(accept="image/*", multiple=False,
-                                     description="Upload a photo")
+                                     description="Upload a photo",
+                                     tooltip=f"at most {UPLOAD_MAX_BYTES / 1e6:.0f} MB")
+        self.uploader.add_class("lf-uploader")
         self.save = w.Button(description="Save upload to data/uploads", disabled=True,
                              icon="save", layout=w.Layout(width="250px"),
                              tooltip="Uploaded photos stay in memory unless you save them")
@@ -97,6 +100,7 @@ class MatchPanel:
         lay = w.Layout(width="420px")
         self.k = w.IntSlider(settings.k, 1, 20, description="found items shown (k)",
                              style=style, layout=lay)
+        self.k.add_class("lf-k")
         self.w_embedding = w.FloatSlider(settings.w_embedding, min=0, max=2, step=0.05,
                                          description="weight: similarity", style=style,
                                          layout=lay)
@@ -113,12 +117,21 @@ class MatchPanel:
                                           style=style)
         if not explorer.color_names:
             self.w_color.disabled = self.color_mode.disabled = True
+        if not explorer.has_classifier:
+            self.w_category.disabled = self.category_mode.disabled = True
         self.query_view = w.HTML()
         self.results = w.HTML()
         self.results.add_class("lf-results-view")
         self.timing = w.HTML()
         self.timing.add_class("lf-timing")
+        self.compare = w.Dropdown(description="Compare with", layout=w.Layout(width="520px"),
+                                  style={"description_width": "100px"})
+        self.compare.add_class("lf-compare")
+        self.pairing = w.HTML()
+        self.pairing.add_class("lf-pairing")
+        self.table = None
         safe = guarded(self.status)
+        self.compare.observe(safe(lambda _: self.draw_pair()), names="value")
         self.picker.observe(safe(lambda _: self.pick()), names="value")
         for control in (self.k, self.w_embedding, self.w_category, self.w_color,
                         self.category_mode, self.color_mode):
@@ -131,7 +144,7 @@ class MatchPanel:
                          self.query_view])
         self.widget = w.VBox([w.HBox([source, controls],
                                      layout=w.Layout(justify_content="space-between")),
-                              self.timing, self.results])
+                              self.timing, self.results, self.compare, self.pairing])
         self.current: Query | None = None
         if options:
             safe(self.pick)()
@@ -160,7 +173,7 @@ class MatchPanel:
             return
         content, name = got
         self.uploader.value = ()  # the same file can be chosen again; the bytes live below
-        self.upload = check_upload(content, name)
+        self.upload = check_upload(content, name, max_bytes=UPLOAD_MAX_BYTES)
         self.current = self.explorer.upload_query(self.upload)
         self.save.disabled = False
         self.query_view.value = render.query_card(self.current)
@@ -185,6 +198,32 @@ class MatchPanel:
         self.results.value = render.match_cards(table, self.current, settings)
         self.timing.value = (f'<div class="lf-note">updated in '
                              f"{time.perf_counter() - start:.2f} s</div>")
+        self.table = table
+        options = [(f"#{r.rank} {r.label} · {Path(r.path).name}"
+                    + (f" · same item, {r.inliers} inliers" if r.same_item else ""), r.path)
+                   for r in table.itertuples()]
+        same = [r.path for r in table.itertuples() if r.same_item]
+        keep = self.compare.value if self.compare.value in {p for _, p in options} else None
+        chosen = keep or (same[0] if same else options[0][1] if options else None)
+        if [o for o in self.compare.options] != options:
+            with self.compare.hold_trait_notifications():
+                self.compare.options = options
+        if self.compare.value != chosen:
+            self.compare.value = chosen  # draws through the observer
+        elif keep is None or not self.pairing.value:
+            self.draw_pair()
+
+    def draw_pair(self) -> None:
+        """The lost photo and the chosen found item side by side with the verified
+        correspondences (the engine's geometric verification), as a PNG."""
+        if self.current is None or self.compare.value is None or self.table is None:
+            self.pairing.value = ""
+            return
+        ranks = dict(zip(self.table["path"], self.table["rank"], strict=True))
+        found = self.compare.value
+        png = self.explorer.correspondences_png(self.current, found)
+        self.pairing.value = render.correspondences_html(png, self.current, found,
+                                                         int(ranks.get(found, 0)))
 
 
 class MistakesPanel:
@@ -339,6 +378,17 @@ class MapPanel:
                                                    self.explorer.neighbours(path, k=6))
 
 
+def engine_line(explorer: Explorer) -> str:
+    """`` · search engine: <recipe>`` of the loaded engine (empty without one)."""
+    if explorer.engine is None:
+        return ""
+    r = explorer.engine.recipe_
+    same = "same-item verification" if explorer.engine.store_ is not None else \
+        "no local features"
+    return (f" · ranked by notebook 06's search engine ({r.backbone} {r.pooling}, "
+            f"{r.postprocess}, {same})")
+
+
 def build_app(explorer: Explorer, run: RunInfo, settings: MatchSettings | None = None,
               projection: str = "tsne", upload_dir: str | os.PathLike[str] = UPLOAD_DIR) -> Any:
     """The whole explorer as one widget (a header and four tabs)."""
@@ -347,8 +397,8 @@ def build_app(explorer: Explorer, run: RunInfo, settings: MatchSettings | None =
     data = render.esc(shown_path(explorer.clean_dir))
     header = w.HTML(render.STYLE + f'<div class="lf-note"><b>Lost &amp; Found explorer</b> · '
                     f"{render.esc(run.describe())} · data set {data}: "
-                    f"{len(explorer.gallery)} found items (train+val), {len(explorer.queries)} "
-                    "lost photos (test)</div>")
+                    f"{len(explorer.gallery)} found items, {len(explorer.queries)} "
+                    f"lost photos (test){render.esc(engine_line(explorer))}</div>")
     notes = w.HTML("".join(f'<div class="lf-note">{render.esc(n)}</div>'
                            for n in explorer.notes[:5]))
     cleanup = CleanupPanel(explorer)
@@ -356,14 +406,18 @@ def build_app(explorer: Explorer, run: RunInfo, settings: MatchSettings | None =
         note = w.HTML(render.message(explorer.missing.get("model", "")))
         return w.VBox([header, note, cleanup.widget])
     match = MatchPanel(explorer, settings or MatchSettings(), upload_dir)
-    mistakes = MistakesPanel(explorer)
+    mistakes = MistakesPanel(explorer) if explorer.has_classifier else None
     mapping = MapPanel(explorer, projection)
-    tabs = w.Tab(children=[match.widget, mistakes.widget, cleanup.widget, mapping.widget])
-    for i, title in enumerate(["Match a lost item", "Classifier mistakes", "Cleanup review",
-                               "Embedding map"]):
+    panels = [("Match a lost item", match.widget)]
+    if mistakes is not None:
+        panels.append(("Classifier mistakes", mistakes.widget))
+    panels += [("Cleanup review", cleanup.widget), ("Embedding map", mapping.widget)]
+    tabs = w.Tab(children=[widget for _, widget in panels])
+    for i, (title, _) in enumerate(panels):
         tabs.set_title(i, title)
+    map_tab = len(panels) - 1
     safe = guarded(mapping.status)
-    tabs.observe(safe(lambda change: mapping.build() if change["new"] == 3 else None),
+    tabs.observe(safe(lambda change: mapping.build() if change["new"] == map_tab else None),
                  names="selected_index")
     extra = [w.HTML(render.message(text)) for key, text in explorer.missing.items()
              if key != "model"]

@@ -28,6 +28,11 @@ from lfhelpers.explore.sources import (
 
 #: Where :func:`save_upload` keeps uploaded photos (relative to the project folder).
 UPLOAD_DIR = Path("data") / "uploads"
+#: Largest photo the explorer accepts from a visitor (a phone photo is 2-12 MB). The page
+#: refuses a larger file before sending it, with a message; ``make explore`` lets the server
+#: take messages a little larger, so that the kernel's own check answers when the page's
+#: does not run.
+UPLOAD_MAX_BYTES = 20_000_000
 
 
 class MissingInput(DataError):
@@ -123,7 +128,7 @@ class Upload:
 
 
 def check_upload(content: bytes | bytearray | memoryview, name: str = "upload",
-                 options: CleanOptions | None = None) -> Upload:
+                 options: CleanOptions | None = None, max_bytes: int | None = None) -> Upload:
     """Check an uploaded photo as the cleanup checks a raw file, and decode it.
 
     Parameters
@@ -134,6 +139,9 @@ def check_upload(content: bytes | bytearray | memoryview, name: str = "upload",
         Its name, for messages.
     options : CleanOptions, optional
         Limits (default: the cleanup's: file size, pixel count, minimum side).
+    max_bytes : int, optional
+        A smaller file-size limit than ``options.max_bytes`` (the explorer's
+        :data:`UPLOAD_MAX_BYTES`).
 
     Returns
     -------
@@ -150,9 +158,10 @@ def check_upload(content: bytes | bytearray | memoryview, name: str = "upload",
     shown = _safe_name(name)
     if not data:
         raise DataError(f"{shown} is empty.")
-    if len(data) > options.max_bytes:
+    limit = min(options.max_bytes, max_bytes or options.max_bytes)
+    if len(data) > limit:
         raise DataError(f"{shown} is too large ({len(data) / 1e6:.1f} MB, more than "
-                        f"{options.max_bytes / 1e6:.0f} MB).")
+                        f"{limit / 1e6:.0f} MB).")
     try:
         image = open_image(data, max_pixels=options.max_pixels)
     except DataError as exc:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Iterable, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,21 @@ STYLE = """<style>
   text-align:center;background:#eee;color:#666;font-size:12px}
 .lf-matrix{border-collapse:collapse;font:12px sans-serif}
 .lf-matrix td,.lf-matrix th{border:1px solid #ccc;padding:3px 6px;text-align:center}
+.lf-badge{display:inline-block;margin:3px 0;padding:1px 6px;border-radius:9px;
+  background:#1b7f3b;color:#fff;font-weight:bold;font-size:11px}
+.lf-card.lf-verified{box-shadow:0 0 0 3px #1b7f3b}
+.lf-correspondences img{max-width:100%;border:1px solid #ccc}
 </style>"""
+
+#: Where stored thumbnails come from first (``path -> JPEG bytes or None``); see
+#: :func:`use_thumbnails`.
+_STORES: list[Callable[[str], bytes | None]] = []
+
+
+def use_thumbnails(store: Callable[[str], bytes | None]) -> None:
+    """Serve thumbnails from ``store`` (the shared state's) before reading a photo file."""
+    if store not in _STORES:
+        _STORES.insert(0, store)
 
 _PLACEHOLDER = "__unreadable__"
 
@@ -52,8 +67,12 @@ def esc(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=256)
 def _thumb_file(path: str, size: int) -> str:
+    for store in _STORES:
+        stored = store(path)
+        if stored:
+            return "data:image/jpeg;base64," + base64.b64encode(stored).decode("ascii")
     try:
         return _encode(open_image(path, max_side=size * 2), size)
     except DataError:
@@ -71,7 +90,8 @@ def _encode(image: Any, size: int) -> str:
 def thumb_uri(source: Any, size: int = 160) -> str | None:
     """A ``data:`` URI of a JPEG thumbnail of a file or a PIL image; ``None`` when unreadable.
 
-    File thumbnails are cached in memory, so showing a photo a second time costs nothing.
+    Data-set photos come from the run's stored thumbnails (:func:`use_thumbnails`); others
+    are read and kept in a small in-memory cache.
     """
     if isinstance(source, str | Path):
         uri = _thumb_file(str(source), int(size))
@@ -135,17 +155,121 @@ def match_cards(table: pd.DataFrame, query: Any, settings: Any = None) -> str:
         if query.label:
             frame = " lf-same" if row.label == query.label else " lf-other"
         why = "<br>".join(esc(part) for part in str(row.why).split("; "))
-        cards.append(f'<div class="lf-card lf-result{frame}">'
+        same = bool(getattr(row, "same_item", False))
+        inliers = getattr(row, "inliers", None)
+        badge = ""
+        if same:
+            badge = (f'<div class="lf-badge lf-same-item" title="geometric verification: '
+                     f'{esc(inliers)} matching points agree on one transformation">same item'
+                     f" · {esc(inliers)} inliers</div>")
+        elif inliers is not None and inliers == inliers:  # verified, not the same item
+            frame += " lf-checked"
+        cards.append(f'<div class="lf-card lf-result{frame}{" lf-verified" if same else ""}" '
+                     f'data-path="{esc(Path(row.path).name)}">'
                      f'{img_tag(row.path, 160, Path(row.path).name)}'
-                     f'<b>#{row.rank} {esc(row.label)}</b> · score {row.score:.2f}'
+                     f'<b>#{row.rank} {esc(row.label)}</b> · score {row.score:.2f}{badge}'
                      f'<div class="lf-why">{why}</div></div>')
     head = f'<div class="lf-note">{len(table)} found items for <b>{esc(query.name)}</b>'
     if settings is not None:
         head += (f" (weights: similarity {settings.w_embedding:g}, category "
                  f"{settings.w_category:g}, color {settings.w_color:g}; category "
                  f"{settings.category_mode}, color {settings.color_mode})")
+    n_same = int(table["same_item"].fillna(False).astype(bool).sum()) if "same_item" in table \
+        else 0
+    head += (f"; <b>{n_same}</b> verified as the same item (badge)" if n_same
+             else "; none verified as the same item")
     head += "; green frame = same label as the lost item</div>" if query.label else "</div>"
-    return f'{STYLE}{head}<div class="lf-grid lf-results">{"".join(cards)}</div>'
+    return (f'{STYLE}{head}<div class="lf-grid lf-results" data-seq="{next(_SEQ)}">'
+            f'{"".join(cards)}</div>')
+
+
+_SEQ = itertools.count(1)
+
+
+def correspondences_html(png: bytes, query: Any, found: str, rank: int) -> str:
+    """The correspondence picture (PNG) of the lost photo and one found item."""
+    uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return (f'{STYLE}<div class="lf-correspondences"><div class="lf-note">Verified '
+            f"correspondences of <b>{esc(query.name)}</b> (left) and found item #{rank} "
+            f"<b>{esc(Path(found).name)}</b> (right): each line joins two points that the "
+            "fitted geometric transformation maps onto each other.</div>"
+            f'<img src="{uri}" alt="correspondences"></div>')
+
+
+#: The page's own script (shown once, under Voilà): (1) when its kernel is gone (culled after the
+#: idle timeout, or the server restarted) the visitor gets a fresh page, not a dead one: it asks
+#: the server about its own kernel every 20 s while the page is visible and when the tab comes
+#: back, says so in a banner, and reloads at the visitor's next click, key or return to the tab
+#: (an open but untouched tab does not start kernels by itself); (2) refuses
+#: an upload over the limit (``%d``) with a message, before its bytes are sent.
+PAGE_SCRIPT = """<script>
+(function () {
+  var LIMIT = %d;
+  if (window.__lfReload) return; window.__lfReload = true;
+  function kernelId() {
+    var el = document.getElementById('jupyter-config-data');
+    try {
+      var c = JSON.parse(el.textContent);
+      if (c.kernelId) return [c.baseUrl || '/', c.kernelId];
+    } catch (e) {}
+    return null;
+  }
+  var gone = false;
+  function revive() { if (gone) location.reload(); }
+  function check() {
+    if (gone || document.visibilityState !== 'visible') return;
+    var k = kernelId(); if (!k) return;
+    fetch(k[0].replace(/\\/?$/, '/') + 'api/kernels/' + k[1], {credentials: 'same-origin'})
+      .then(function (r) {
+        if (r.status !== 404) return;
+        gone = true;  // a fresh page (and kernel) at the visitor's next touch, not before
+        var note = document.createElement('div');
+        note.className = 'lf-message lf-notice lf-expired';
+        note.style.cssText = 'position:fixed;top:0;left:0;right:0;z-index:9999;cursor:pointer';
+        note.textContent = 'This page was idle and its session was closed to save memory; '
+          + 'click anywhere (or come back to the tab) for a fresh page.';
+        document.body.appendChild(note);
+      })
+      .catch(function () {});
+  }
+  ['pointerdown', 'keydown'].forEach(function (n) {
+    document.addEventListener(n, revive, true); });
+  window.addEventListener('focus', function () { revive(); check(); });
+  document.addEventListener('visibilitychange', function () { revive(); check(); });
+  // an upload larger than the limit: a message in the page, the file is never sent. The upload
+  // widget's file input is not in the page, so the guard is put on the input when the widget
+  // opens it (a capturing listener on the target runs before the widget's own).
+  function guard(e) {
+    var input = e.target;
+    var big = Array.from(input.files || []).filter(function (f) { return f.size > LIMIT; });
+    if (!big.length) return;
+    e.stopImmediatePropagation(); input.value = '';
+    var box = document.querySelector('.lf-status');
+    var text = big[0].name + ' is too large (' + (big[0].size / 1e6).toFixed(1)
+      + ' MB, more than ' + (LIMIT / 1e6).toFixed(0) + ' MB); choose a smaller photo.';
+    if (box) {
+      box.innerHTML = '';
+      var div = document.createElement('div');
+      div.className = 'lf-message lf-notice lf-upload-refused'; div.textContent = text;
+      box.appendChild(div);
+    } else { alert(text); }
+  }
+  var click = HTMLInputElement.prototype.click;
+  HTMLInputElement.prototype.click = function () {
+    if (this.type === 'file' && !this.__lfGuard) {
+      this.__lfGuard = true; this.addEventListener('change', guard, true);
+    }
+    if (this.type === 'file') window.__lfFileInput = this;
+    return click.apply(this, arguments);
+  };
+  setInterval(check, 20000);
+})();
+</script>"""
+
+
+def page_script(limit: int) -> str:
+    """:data:`PAGE_SCRIPT` with the upload limit in bytes."""
+    return PAGE_SCRIPT % int(limit)
 
 
 def photo_cards(rows: Iterable[dict], size: int = 160) -> str:

@@ -23,9 +23,9 @@ from lfhelpers.paths import project_path, project_root
 __all__ = [
     "CleanOptions", "ConfigError", "DataError", "LFError", "MAX_PIXELS", "QUARANTINE",
     "REJECTS", "atomic_write", "classifier_embedder", "dominant_colors", "embed_image",
-    "gallery_index", "l2_normalize", "load_color_namer", "lost_found_matcher", "open_image",
-    "project_2d", "project_path", "project_root", "read_manifest", "read_metrics",
-    "record_metrics", "sha256_file", "write_json",
+    "gallery_index", "l2_normalize", "load_color_namer", "load_engine", "lost_found_matcher",
+    "open_image", "plot_correspondences", "project_2d", "project_path", "project_root",
+    "read_manifest", "read_metrics", "record_metrics", "sha256_file", "write_json",
 ]
 
 
@@ -57,6 +57,23 @@ def gallery_index(vectors: np.ndarray, paths: Sequence[str], labels: Sequence[st
 
     return GalleryIndex(backend="exact", embedder=embedder).fit(vectors, list(paths),
                                                                 list(labels))
+
+
+def load_engine(index_dir: str | os.PathLike[str],
+                cache_dir: str | os.PathLike[str] | None = None) -> Any:
+    """Notebook 06's saved :class:`~lfhelpers.similarity.search.engine.SearchEngine` (recipe,
+    global index, local features, visual words); local features memory-mapped."""
+    from lfhelpers.similarity.search.engine import SearchEngine
+
+    return SearchEngine.load(index_dir, cache_dir=cache_dir)
+
+
+def plot_correspondences(query: str | os.PathLike[str], found: str | os.PathLike[str],
+                         verification: Any, ax: Any) -> Any:
+    """The two photos side by side with the verified correspondences drawn as lines."""
+    from lfhelpers.similarity.search.verify import plot_correspondences as _plot
+
+    return _plot(query, found, verification, ax=ax)
 
 
 def lost_found_matcher(index: Any, categories: Any, colors: Any, **weights: Any) -> Any:

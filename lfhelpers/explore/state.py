@@ -1,16 +1,24 @@
-"""The explorer's data: everything is computed once at load, so the widgets only look things up.
+"""The explorer's data: the search engine of notebook 06 and a shared, read-only state.
 
-:class:`Explorer` reads the clean data set (notebook 01), embeds every photo once with the
-fine-tuned classifier (notebook 03; vectors come from the embedding cache notebook 06 fills),
-takes the class probabilities from the same pass, names the main colors of every photo
-(notebook 04's model; cached on disk) and builds the found-items index and matcher (notebook
-06). A query or a slider then costs one matcher call on precomputed vectors.
+:class:`Explorer` reads the clean data set (notebook 01) and loads the search engine that
+notebook 06 saved at ``index_dir`` (recipe, global index, local features, visual words): the
+lost photo is searched through it, so the explorer serves the ranking notebook 06 reports,
+with same-item verification. Everything else that is the same for every visitor (the lost
+photos' vectors, the classifier's probabilities, the colour names, the thumbnails, the map)
+is prepared once per run in a separate process and memory-mapped
+(:mod:`lfhelpers.explore.shared`), so a visitor's kernel stays small and imports TensorFlow
+only when the visitor uploads a photo. A query or a slider then costs one matcher call.
 """
 
 from __future__ import annotations
 
+import atexit
+import copy
+import io
 import logging
 import os
+import secrets
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,14 +28,17 @@ import numpy as np
 import pandas as pd
 
 from lfhelpers.explore import sources as src
-from lfhelpers.explore.inputs import MissingInput, Upload
+from lfhelpers.explore.inputs import UPLOAD_DIR, MissingInput, Upload
+from lfhelpers.explore.shared import SharedSpec, SharedState, open_shared, palette_rows
 
 log = logging.getLogger(__name__)
 
 #: Splits that form the found-items gallery; the test split plays the lost items.
 GALLERY_SPLITS = ("train", "val")
 QUERY_SPLIT = "test"
-_COLOR_CACHE_VERSION = 1
+#: Sub-folder of ``data/uploads`` holding each visitor's current upload while it is searched
+#: (one random folder per kernel, removed when the kernel ends).
+SESSIONS = ".sessions"
 
 
 @dataclass
@@ -50,7 +61,7 @@ class MatchSettings:
 
 @dataclass
 class Query:
-    """A lost item's photo: a test photo of the data set or an upload."""
+    """A lost item's photo: a test photo of the data set or an upload (its session file)."""
 
     key: str
     name: str
@@ -58,14 +69,15 @@ class Query:
     vector: np.ndarray
     top3: list[tuple[str, float]]
     palette: list[tuple[str, float, str]]
-    source: Any  # a file path or a PIL image (uploads)
+    source: Any  # the photo file
+    uploaded: bool = False
 
 
 @dataclass
 class Explorer:
-    """Precomputed outputs of notebooks 01-06 for the interactive explorer.
+    """The search engine of notebook 06 and the prepared outputs of notebooks 01-06.
 
-    Build it with :meth:`load`. Attributes ending in ``_seconds`` say what loading cost.
+    Build it with :meth:`load`. ``timings`` says what loading cost.
     """
 
     clean_dir: Path
@@ -73,48 +85,56 @@ class Explorer:
     gallery: pd.DataFrame = field(default_factory=pd.DataFrame)
     queries: pd.DataFrame = field(default_factory=pd.DataFrame)
     classes: list[str] = field(default_factory=list)
-    vectors: dict[str, np.ndarray] = field(default_factory=dict)
-    proba: dict[str, np.ndarray] = field(default_factory=dict)
-    top3: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
-    palettes: dict[str, list[tuple[str, float, str]]] = field(default_factory=dict)
-    color_names: dict[str, list[str]] = field(default_factory=dict)
-    index: Any = None
-    embedder: Any = None
-    namer: Any = None
+    engine: Any = None
+    shared: SharedState | None = None
     missing: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     cache_dir: Path | None = None
     seed: int = 0
+    classifier_model: Path | None = None
+    color_model: Path | None = None
+    color_source: str = ""
+    upload_dir: Path = field(default_factory=lambda: src.project_path(UPLOAD_DIR))
+    _uploads: dict[str, Query] = field(default_factory=dict)
+    _resolved: dict[str, str] = field(default_factory=dict)
+    _engine_row: dict[str, int] = field(default_factory=dict)
     _projection: dict[str, np.ndarray] = field(default_factory=dict)
+    _session: Path | None = None
+    _heavy: dict[str, Any] = field(default_factory=dict)
 
     # -- loading -------------------------------------------------------------------------------
 
     @classmethod
     def load(cls, data_dir: str | os.PathLike[str],
+             index_dir: str | os.PathLike[str] = "models/search/lostnet",
              classifier_model: str | os.PathLike[str] = "",
              color_model: str | os.PathLike[str] = "", color_source: str = "",
              cache_dir: str | os.PathLike[str] | None = "data/cache", seed: int = 0,
-             batch_size: int = 32) -> Explorer:
-        """Read and precompute everything the panels show.
+             projection: str = "tsne") -> Explorer:
+        """Load the search engine and open (or prepare once) the shared state.
 
         Parameters
         ----------
         data_dir : path-like
             The clean data set of notebook 01 (``manifest.csv``, ``rejects.csv``).
+        index_dir : path-like
+            The search engine notebook 06 saved. Missing: the matching and map panels say
+            that notebook 06 must run first (the cleanup review still works).
         classifier_model : path-like
-            Notebook 03's ``.keras`` model. Missing: the matching, mistakes and map panels
-            say that notebook 03 must run first (the cleanup review still works).
+            Notebook 03's ``.keras`` model (top-3 categories, the mistakes panel). Missing:
+            matching goes without the category term.
         color_model : path-like
             Notebook 04's color-name model. Missing: trained from ``color_source`` when that is
             set (not saved), else matching goes without colors.
         color_source : str
             Color data to train a namer on when ``color_model`` is missing (``""``: none).
         cache_dir : path-like, optional
-            Embedding cache (shared with notebook 06) and the explorer's color cache.
+            The engine's vector and local-feature caches (shared with notebook 06) and the
+            explorer's shared state.
         seed : int
-        batch_size : int
-            Photos per forward pass.
+        projection : str
+            The map prepared with the shared state.
 
         Returns
         -------
@@ -132,127 +152,84 @@ class Explorer:
             raise MissingInput(f"No clean data set at {data_dir}: run notebook 01 "
                                "(01_crawl_cleanup) first, or set data_dir.") from None
         cache = src.project_path(cache_dir) if cache_dir else None
-        self = cls(clean_dir=clean_dir, manifest=manifest, cache_dir=cache, seed=int(seed))
+        self = cls(clean_dir=clean_dir, manifest=manifest, cache_dir=cache, seed=int(seed),
+                   color_source=color_source)
         self.gallery = manifest[manifest["split"].isin(GALLERY_SPLITS)].reset_index(drop=True)
         self.queries = manifest[manifest["split"] == QUERY_SPLIT].reset_index(drop=True)
         if self.gallery.empty or self.queries.empty:
             self.missing["model"] = (f"The data set at {data_dir} has no train/test split: run "
                                      "notebook 01 with its split step first.")
             return self
-        model = src.project_path(classifier_model) if classifier_model else None
-        if model is None or not model.is_file():
-            self.missing["model"] = (f"No classifier at {classifier_model or '(not set)'}: run "
-                                     "notebook 03 (03_xception_finetune) first.")
+        index = src.project_path(index_dir) if index_dir else None
+        if index is None or not (index / "recipe.json").is_file():
+            self.missing["model"] = (f"No search engine at {index_dir or '(not set)'}: run "
+                                     "notebook 06 (06_cnn_search_clustering) first, with the "
+                                     "same index_dir.")
             return self
-        self._embed(model, batch_size)
-        self._load_colors(color_model, color_source)
-        start = time.perf_counter()
-        self.index = src.gallery_index(np.stack([self.vectors[f] for f in self.gallery["file"]]),
-                                       self.gallery["file"], self.gallery["label"])
-        self.timings["index_seconds"] = time.perf_counter() - start
-        return self
-
-    def _embed(self, model: Path, batch_size: int) -> None:
-        start = time.perf_counter()
-        self.embedder = src.classifier_embedder(model, self.cache_dir, batch_size=batch_size)
-        files = list(self.gallery["file"]) + list(self.queries["file"])
-        result = self.embedder.extract(files, normalize=False)
-        kept = [f for f, ok in zip(files, result.ok, strict=True) if ok]
-        for path, reason in result.errors.items():
-            self.notes.append(f"skipped {Path(path).name}: {reason}")
-        proba = np.asarray(self.embedder.predict_proba(result.features), np.float32)
-        unit = src.l2_normalize(result.features)
-        n_classes = proba.shape[1]
-        self.classes = list(self.embedder.classes_) or [str(i) for i in range(n_classes)]
-        for path, vec, p in zip(kept, unit, proba, strict=True):
-            self.vectors[path] = vec
-            self.proba[path] = p
-            order = np.argsort(-p, kind="stable")[:3]
-            self.top3[path] = [(self.classes[j], float(p[j])) for j in order]
-        self.gallery = self.gallery[self.gallery["file"].isin(self.vectors)].reset_index(
-            drop=True)
-        self.queries = self.queries[self.queries["file"].isin(self.vectors)].reset_index(
-            drop=True)
-        self.timings["embed_seconds"] = time.perf_counter() - start
-        self.timings["n_cached"] = float(result.n_cached)
-        if kept:  # trace the one-photo forward pass now, so that the first upload is quick
-            start = time.perf_counter()
-            raw = src.embed_image(self.embedder, src.open_image(kept[0]))
-            self.embedder.predict_proba(raw[None])
-            self.timings["warmup_seconds"] = time.perf_counter() - start
-
-    def _load_colors(self, color_model: str | os.PathLike[str], color_source: str) -> None:
-        start = time.perf_counter()
-        path = src.project_path(color_model) if color_model else None
-        if path is not None and path.is_file():
-            ident = src.sha256_file(path)[:16]
-        elif color_source:
-            path, ident = None, f"source-{color_source}-{self.seed}"
-            self.notes.append(f"no color model at {color_model or '(not set)'}; trained one "
-                              f"on {color_source} (run notebook 04 to save one)")
-        else:
+        model = src.project_path(classifier_model) if classifier_model else None
+        self.classifier_model = model if model is not None and model.is_file() else None
+        if self.classifier_model is None:
+            self.missing["classifier"] = (f"No classifier at {classifier_model or '(not set)'}:"
+                                          " run notebook 03 (03_xception_finetune) for the "
+                                          "top-3 categories and the mistakes panel.")
+        colors = src.project_path(color_model) if color_model else None
+        self.color_model = colors if colors is not None and colors.is_file() else None
+        if self.color_model is None and not color_source:
             self.missing["colors"] = (f"No color model at {color_model or '(not set)'}: run "
                                       "notebook 04 (04_color_model) for color names.")
-            return
-        try:
-            self.namer = src.load_color_namer(path, color_source or "synthetic", self.seed)
-        except src.LFError as exc:
-            self.missing["colors"] = f"Color names unavailable: {exc}"
-            return
-        files = list(self.gallery["file"]) + list(self.queries["file"])
-        cached = self._read_color_cache(ident)
-        fresh = 0
-        for f in files:
-            digest = self.manifest_sha(f)
-            entry = cached.get(digest)
-            if entry is None:
-                try:
-                    entry = palette_rows(src.dominant_colors(f, self.namer, seed=self.seed))
-                except src.DataError as exc:
-                    self.notes.append(f"no colors for {Path(f).name}: {exc}")
-                    continue
-                cached[digest] = entry
-                fresh += 1
-            self.palettes[f] = [tuple(e) for e in entry]
-        if fresh:
-            self._write_color_cache(ident, cached)
-        self.color_names = {f: main_color_names(p) for f, p in self.palettes.items()}
-        self.timings["color_seconds"] = time.perf_counter() - start
+        start = time.perf_counter()
+        self.engine = src.load_engine(index, cache)
+        self._engine_row = {self.resolve(p): i for i, p in enumerate(self.engine.paths_)}
+        self.timings["engine_seconds"] = time.perf_counter() - start
+        self._set_gallery()
+        start = time.perf_counter()
+        spec = SharedSpec(clean_dir=str(clean_dir), index_dir=str(index),
+                          gallery=list(self.gallery["file"]), queries=list(self.queries["file"]),
+                          classifier_model=str(self.classifier_model or ""),
+                          color_model=str(self.color_model or ""), color_source=color_source,
+                          cache_dir=str(cache or ""), seed=int(seed), projection=projection)
+        self.shared = open_shared(spec)
+        self.timings["shared_seconds"] = time.perf_counter() - start
+        self.notes += self.shared.info.get("notes", [])
+        self.classes = list(self.shared.classes)
+        kept = set(self.shared.files)
+        self.queries = self.queries[self.queries["file"].isin(kept)].reset_index(drop=True)
+        release_memory()
+        return self
 
-    def manifest_sha(self, path: str) -> str:
-        """The SHA-256 of a data-set photo from the manifest (content key of the caches)."""
-        if not hasattr(self, "_sha"):
-            self._sha = dict(zip(self.manifest["file"], self.manifest["sha256"], strict=True))
-        return self._sha.get(path) or src.sha256_file(path)
+    def _set_gallery(self) -> None:
+        """The found items are the engine's gallery; the lost photos the test photos not in it."""
+        by_file = self.manifest.set_index("file")
+        files = [self.resolve(p) for p in self.engine.paths_]
+        self.gallery = pd.DataFrame({
+            "file": files, "label": [str(x) for x in self.engine.labels_],
+            "split": [by_file["split"].get(f, "") if f in by_file.index else "" for f in files]})
+        inside = set(files)
+        self.queries = self.queries[~self.queries["file"].isin(inside)].reset_index(drop=True)
 
-    def _color_cache_file(self, ident: str) -> Path | None:
-        if self.cache_dir is None:
-            return None
-        return self.cache_dir / "explore" / f"colors-{ident}-v{_COLOR_CACHE_VERSION}.json"
-
-    def _read_color_cache(self, ident: str) -> dict[str, list]:
-        file = self._color_cache_file(ident)
-        if file is None or not file.is_file():
-            return {}
-        import json
-
-        try:
-            return json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring the damaged color cache %s (%s)", file, exc)
-            return {}
-
-    def _write_color_cache(self, ident: str, table: dict[str, list]) -> None:
-        file = self._color_cache_file(ident)
-        if file is not None:
-            src.write_json(file, table)
+    def resolve(self, path: str) -> str:
+        """An engine path as the explorer's absolute photo path (cached)."""
+        got = self._resolved.get(path)
+        if got is None:
+            got = self._resolved[path] = str(src.project_path(path))
+        return got
 
     # -- queries and matches -------------------------------------------------------------------
 
     @property
     def ready(self) -> bool:
-        """True when matching is possible (a classifier and its vectors are loaded)."""
-        return self.index is not None
+        """True when matching is possible (notebook 06's engine is loaded)."""
+        return self.engine is not None and self.shared is not None
+
+    @property
+    def has_classifier(self) -> bool:
+        """True when the classifier's probabilities are available."""
+        return self.shared is not None and self.shared.proba is not None
+
+    @property
+    def color_names(self) -> bool:
+        """True when the photos have color names."""
+        return bool(self.shared is not None and self.shared.palettes)
 
     def query_options(self) -> list[tuple[str, str]]:
         """``(label · file name, path)`` of each test photo, for a dropdown."""
@@ -260,37 +237,142 @@ class Explorer:
                 for f, lab in zip(self.queries["file"], self.queries["label"], strict=True)]
 
     def query(self, path: str) -> Query:
-        """A test photo as a query (everything precomputed)."""
+        """A test photo as a query (its vector, categories and colors are precomputed)."""
         label = dict(zip(self.queries["file"], self.queries["label"], strict=True)).get(path, "")
-        return Query(key=path, name=Path(path).name, label=label, vector=self.vectors[path],
-                     top3=self.top3[path], palette=self.palettes.get(path, []), source=path)
+        row = self.shared.row[path]
+        return Query(key=path, name=Path(path).name, label=label,
+                     vector=np.array(self.shared.vectors[row], np.float32),
+                     top3=self.shared.top3(path), palette=self.shared.palettes.get(path, []),
+                     source=path)
+
+    def top3(self, path: str) -> list[tuple[str, float]]:
+        """The classifier's top-3 of a photo of the data set or of the current upload."""
+        if path in self._uploads:
+            return self._uploads[path].top3
+        return self.shared.top3(self.resolve(path)) if self.shared is not None else []
+
+    def colors(self, path: str) -> list[str]:
+        """Main color names of a photo of the data set or of the current upload."""
+        if path in self._uploads:
+            return main_color_names(self._uploads[path].palette)
+        if self.shared is None:
+            return []
+        return main_color_names(self.shared.palettes.get(self.resolve(path), []))
+
+    def session_dir(self) -> Path:
+        """This kernel's private upload folder (random name; removed when the kernel ends)."""
+        if self._session is None:
+            self._session = self.upload_dir / SESSIONS / secrets.token_hex(12)
+            self._session.mkdir(parents=True, exist_ok=True)
+            atexit.register(shutil.rmtree, self._session, True)
+        return self._session
+
+    def end_session(self) -> None:
+        """Forget the uploads and remove this kernel's upload folder."""
+        self._uploads.clear()
+        if self._session is not None:
+            shutil.rmtree(self._session, ignore_errors=True)
+            self._session = None
+
+    def _upload_engine(self) -> Any:
+        """The engine without its disk caches: an upload's vectors and local features are
+        computed in memory and never written to the shared cache."""
+        if "engine" not in self._heavy:
+            private = copy.copy(self.engine)
+            private.cache_dir = None
+            private._embedder = None
+            private._memo = {}
+            self._heavy["engine"] = private
+        return self._heavy["engine"]
 
     def upload_query(self, upload: Upload) -> Query:
-        """An uploaded photo as a query: one forward pass and one palette, kept in memory."""
-        raw = src.embed_image(self.embedder, upload.image)
-        proba = np.asarray(self.embedder.predict_proba(raw[None]), np.float32)[0]
-        order = np.argsort(-proba, kind="stable")[:3]
-        top3 = [(self.classes[j], float(proba[j])) for j in order]
-        palette = []
-        if self.namer is not None:
-            palette = palette_rows(src.dominant_colors(upload.image, self.namer, seed=self.seed))
-        vector = src.l2_normalize(raw[None])[0]
-        self.top3[upload.key] = top3
-        if palette:
-            self.palettes[upload.key] = palette
-            self.color_names[upload.key] = main_color_names(palette)
-        return Query(key=upload.key, name=upload.name, label="", vector=vector, top3=top3,
-                     palette=palette, source=upload.image)
+        """An uploaded photo as a query.
 
-    def matcher(self, settings: MatchSettings) -> Any:
-        """The lost-to-found matcher with these weights and modes."""
-        colors = self.color_names if self.color_names else None
-        return src.lost_found_matcher(self.index, self.top3, colors, **settings.weights())
+        The photo is written to this kernel's private folder under ``data/uploads/.sessions``
+        (the search engine's local features read a file) and replaces the visitor's previous
+        upload; the engine's recipe embeds it (TensorFlow is imported here, on the first
+        upload), the classifier gives its top-3 and the color model its palette.
+        """
+        for old in list(self._uploads):
+            Path(old).unlink(missing_ok=True)
+        self._uploads.clear()
+        suffix = Path(upload.name).suffix.lower() or ".img"
+        file = self.session_dir() / f"{upload.key.split(':', 1)[1]}{suffix}"
+        with open(file, "wb") as fh:
+            fh.write(upload.content)
+        start = time.perf_counter()
+        vector = np.asarray(self._upload_engine().embedder().transform([str(file)]),
+                            np.float32)[0]
+        top3: list[tuple[str, float]] = []
+        if self.classifier_model is not None:
+            if "classifier" not in self._heavy:
+                self._heavy["classifier"] = src.classifier_embedder(self.classifier_model, None)
+            emb = self._heavy["classifier"]
+            raw = src.embed_image(emb, upload.image)
+            proba = np.asarray(emb.predict_proba(raw[None]), np.float32)[0]
+            classes = self.classes or list(emb.classes_)
+            top3 = [(classes[j], float(proba[j])) for j in np.argsort(-proba, kind="stable")[:3]]
+        palette: list[tuple[str, float, str]] = []
+        if self.color_model is not None or self.color_source:
+            if "namer" not in self._heavy:
+                self._heavy["namer"] = src.load_color_namer(
+                    self.color_model, self.color_source or "synthetic", self.seed)
+            palette = palette_rows(src.dominant_colors(upload.image, self._heavy["namer"],
+                                                       seed=self.seed))
+        self.timings["upload_seconds"] = time.perf_counter() - start
+        query = Query(key=str(file), name=upload.name, label="", vector=vector, top3=top3,
+                      palette=palette, source=str(file), uploaded=True)
+        self._uploads[str(file)] = query
+        return query
+
+    def matcher(self, settings: MatchSettings, uploaded: bool = False) -> Any:
+        """The lost-to-found matcher over the search engine, with these weights and modes."""
+        engine = self._upload_engine() if uploaded else self.engine
+        categories = self.top3 if self.has_classifier else None
+        colors = self.colors if self.color_names else None
+        return src.lost_found_matcher(engine, categories, colors, **settings.weights())
 
     def match(self, query: Query, settings: MatchSettings) -> pd.DataFrame:
-        """Ranked found items for ``query``: ``rank, path, label, score, similarity, category,
-        color, why`` (fewer than ``k`` rows when a filter leaves fewer)."""
-        return self.matcher(settings).match(query.key, k=int(settings.k), vector=query.vector)
+        """Ranked found items for ``query`` through the search engine: ``rank, path, label,
+        score, similarity, category, color, inliers, same_item, why``; verified same items
+        first (fewer than ``k`` rows when a filter leaves fewer)."""
+        table = self.matcher(settings, query.uploaded).match(query.key, k=int(settings.k),
+                                                              vector=query.vector)
+        table["path"] = [self.resolve(p) for p in table["path"]]
+        release_memory()
+        return table
+
+    def search(self, query: Query, k: int) -> list[dict[str, Any]]:
+        """The engine's own answer for ``query`` (``engine.search``), paths as shown."""
+        engine = self._upload_engine() if query.uploaded else self.engine
+        found = engine.search([query.key], k, vectors=query.vector[None])[0]
+        return [{**n, "path": self.resolve(n["path"])} for n in found]
+
+    def verification(self, query: Query, found: str) -> Any:
+        """The engine's geometric verification of ``query`` against a found photo."""
+        engine = self._upload_engine() if query.uploaded else self.engine
+        return engine.verification(query.key, self._engine_row[found])
+
+    def correspondences_png(self, query: Query, found: str, width: float = 9.0) -> bytes:
+        """PNG of the lost and the found photo side by side, verified correspondences as lines
+        (the engine's verification; an empty picture title says when there is none)."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        v = self.verification(query, found)
+        fig = Figure(figsize=(width, width * 0.45), dpi=90)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        if v is None:
+            ax.set_axis_off()
+            ax.set_title("no local features in this gallery: nothing to verify")
+        else:
+            src.plot_correspondences(query.key, found, v, ax=ax)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        release_memory()
+        return buf.getvalue()
 
     # -- classifier mistakes -------------------------------------------------------------------
 
@@ -306,7 +388,7 @@ class Explorer:
     def test_predictions(self) -> tuple[list[str], list[str]]:
         """True and predicted (top-1) labels of the test photos."""
         true = [str(x) for x in self.queries["label"]]
-        pred = [self.top3[f][0][0] for f in self.queries["file"]]
+        pred = [self.top3(f)[0][0] for f in self.queries["file"]]
         return true, pred
 
     def accuracy(self) -> float:
@@ -317,9 +399,9 @@ class Explorer:
 
     def mistakes(self, true: str, predicted: str) -> pd.DataFrame:
         """Test photos of label ``true`` that the classifier calls ``predicted``, with top-3."""
-        rows = [{"path": f, "label": lab, "top3": self.top3[f]}
+        rows = [{"path": f, "label": lab, "top3": self.top3(f)}
                 for f, lab in zip(self.queries["file"], self.queries["label"], strict=True)
-                if lab == true and self.top3[f][0][0] == predicted]
+                if lab == true and self.top3(f)[0][0] == predicted]
         return pd.DataFrame(rows, columns=["path", "label", "top3"])
 
     def worst_pair(self) -> tuple[str, str] | None:
@@ -357,35 +439,54 @@ class Explorer:
     # -- embedding map -------------------------------------------------------------------------
 
     def map_table(self, method: str = "tsne") -> pd.DataFrame:
-        """2-D positions of every embedded photo: ``path, label, split, x, y`` (cached)."""
-        files = list(self.gallery["file"]) + list(self.queries["file"])
+        """2-D positions of every photo: ``path, label, split, x, y`` (prepared once per run
+        for the configured projection; another one is computed here and kept)."""
+        files = self.shared.files
         if method not in self._projection:
-            start = time.perf_counter()
-            x = np.stack([self.vectors[f] for f in files])
-            self._projection[method] = src.project_2d(x, method, self.seed)
-            self.timings[f"{method}_seconds"] = time.perf_counter() - start
+            xy = self.shared.map_xy(method)
+            if xy is None:
+                start = time.perf_counter()
+                xy = src.project_2d(np.asarray(self.shared.vectors), method, self.seed)
+                self.timings[f"{method}_seconds"] = time.perf_counter() - start
+            self._projection[method] = xy
         xy = self._projection[method]
-        return pd.DataFrame({"path": files,
-                             "label": list(self.gallery["label"]) + list(self.queries["label"]),
-                             "split": ["gallery"] * len(self.gallery)
-                             + ["query"] * len(self.queries),
-                             "x": xy[:, 0], "y": xy[:, 1]})
+        label = dict(zip(self.gallery["file"], self.gallery["label"], strict=True))
+        label.update(zip(self.queries["file"], self.queries["label"], strict=True))
+        split = ["gallery" if f in self._engine_row else "query" for f in files]
+        return pd.DataFrame({"path": files, "label": [label.get(f, "") for f in files],
+                             "split": split, "x": xy[:, 0], "y": xy[:, 1]})
 
     def neighbours(self, path: str, k: int = 5) -> pd.DataFrame:
-        """The ``k`` nearest found items of a photo (the photo itself left out)."""
-        exclude = None
-        if path in set(self.index.paths_):
-            exclude = [list(self.index.paths_).index(path)]
-        sims, rows = self.index.search(self.vectors[path][None], k, exclude=exclude)
-        out = [{"rank": r + 1, "path": self.index.paths_[i], "label": str(self.index.labels_[i]),
-                "similarity": float(s)}
-               for r, (s, i) in enumerate(zip(sims[0], rows[0], strict=True)) if i >= 0]
+        """The ``k`` nearest found items of a photo by the engine's global descriptor (the
+        photo itself left out)."""
+        row = self._engine_row.get(path, -1)
+        vector = np.array(self.shared.vectors[self.shared.row[path]], np.float32)[None]
+        found = self.engine.search([path], k, verify=False, vectors=vector,
+                                   exclude=None if row < 0 else [row])[0]
+        out = [{"rank": r + 1, "path": self.resolve(n["path"]), "label": n["label"],
+                "similarity": float(n["score"])} for r, n in enumerate(found)]
         return pd.DataFrame(out, columns=["rank", "path", "label", "similarity"])
 
 
-def palette_rows(palette: Any) -> list[tuple[str, float, str]]:
-    """``[(name, share, hex), ...]`` of a ``Palette`` (JSON-friendly)."""
-    return [(str(c.name), round(float(c.share), 4), str(c.hex)) for c in palette.colors]
+def release_memory() -> None:
+    """Give freed heap memory back to the system (glibc ``malloc_trim``; no-op elsewhere).
+
+    A search allocates and frees tens of MB (shortlists, verification, the picture); without
+    this a visitor's kernel keeps them as free heap (measured: 25-40 MB of RSS on lostnet).
+    """
+    global _TRIM
+    if _TRIM is None:
+        try:
+            import ctypes
+
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM: Any = None
 
 
 def main_color_names(rows: list[tuple[str, float, str]], min_share: float = 0.2) -> list[str]:
