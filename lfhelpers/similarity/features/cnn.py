@@ -348,7 +348,9 @@ class Embedder(TransformerMixin, BaseEstimator):
                 bar.update(len(pending))
                 pending = []
         if pending:
-            self._run(pending, rows, batch)
+            # a lone photo (a query searched by itself) goes through alone: padding it to a
+            # full batch cost 20x the time; bulk calls keep the fixed batch shape
+            self._run(pending, rows, 1 if len(files) == 1 else batch)
             bar.update(len(pending))
         bar.close()
         ok = np.array([r is not None for r in rows], dtype=bool)
