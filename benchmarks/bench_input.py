@@ -3,7 +3,7 @@
 Both read the same image files and produce the same batches (float32 RGB, ``image_size`` square,
 ``batch_size`` images): the baseline is Keras's legacy ``ImageDataGenerator.flow_from_dataframe``
 (the tutorial's loader; Keras 3 keeps it under ``keras.src.legacy``), the contender is
-:func:`lfhelpers.classifier.make_dataset` (parallel decode and resize, in-memory cache,
+:func:`lfhelpers.models.features.make_dataset` (parallel decode and resize, in-memory cache,
 prefetch). Each loader is run for ``--epochs`` passes over the files, without and with random
 augmentation (the tutorial's ranges: Keras preprocessing layers for ``tf.data``, the generator's
 own transforms for the baseline). No model is trained: this measures the input side only.
@@ -47,7 +47,7 @@ def list_images(data: Path, n: int, seed: int) -> pd.DataFrame:
 
 def time_tfdata(files: list[str], size: int, batch: int, epochs: int, augment: bool,
                 seed: int) -> list[float]:
-    """Seconds per epoch of :func:`lfhelpers.classifier.make_dataset`."""
+    """Seconds per epoch of :func:`lfhelpers.models.features.make_dataset`."""
     from lfhelpers.augment import keras_augmentation
     from lfhelpers.models.xception import make_dataset
 

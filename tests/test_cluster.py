@@ -1,4 +1,4 @@
-"""Tests of lfhelpers.cluster: clustering, its scores, k estimation, maps and the comparison."""
+"""Tests of lfhelpers.similarity.cluster and compare: clustering, its scores, k estimation, maps and the comparison."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of lfhelpers.embed: weights, the embedder, its cache, the classifier cut, feature sets.
+"""Tests of lfhelpers.similarity.features.cnn and the extractor registry: weights, the embedder, its cache, the classifier cut, feature sets.
 
 The core tests use ``weights="none"`` (random MobileNet, 64 px) and run anywhere; the test with
 ImageNet weights needs the MobileNet file (``LF_MOBILENET_WEIGHTS``, or the data mirror's
@@ -167,7 +167,7 @@ def test_unreadable_image_is_skipped_with_reason(photos, tmp_path, caplog):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"<html>not an image</html>")
     embedder = quiet(weights="none").fit()
-    with caplog.at_level(logging.WARNING, logger="lfhelpers.embed"):
+    with caplog.at_level(logging.WARNING, logger="lfhelpers.similarity.features.cnn"):
         result = embedder.extract([files[0], str(bad), files[1]])
     assert result.ok.tolist() == [True, False, True]
     assert result.features.shape == (2, 256)

@@ -1,4 +1,4 @@
-"""Tests of lfhelpers.match: the gallery index, retrieval metrics, near duplicates, the matcher."""
+"""Tests of the search gallery, retrieval scores, near duplicates and the matcher: the gallery index, retrieval metrics, near duplicates, the matcher."""
 
 from __future__ import annotations
 

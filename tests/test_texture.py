@@ -1,4 +1,4 @@
-"""Tests of lfhelpers.texture (haralick features, evaluation, similarity) and lfhelpers.search."""
+"""Tests of the texture features (similarity.features.texture), their evaluation and gallery."""
 
 from __future__ import annotations
 
@@ -165,7 +165,7 @@ def test_damaged_cache_entry_is_recomputed(tmp_path, image_set, caplog):
     expected = quiet(cache_dir=cache).transform(files[:1])
     (entry,) = (cache / quiet().cache_key()).glob("*/*.npy")
     entry.write_bytes(b"not numpy")
-    with caplog.at_level(logging.WARNING, logger="lfhelpers.texture"):
+    with caplog.at_level(logging.WARNING, logger="lfhelpers.similarity.features.base"):
         result = quiet(cache_dir=cache).extract(files[:1])
     assert result.n_cached == 0 and np.array_equal(result.features, expected)
     assert "damaged cache entry" in caplog.text
@@ -176,7 +176,7 @@ def test_bad_images_are_skipped_with_a_logged_reason(tmp_path, image_set, caplog
     files, _ = image_set
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"<html>not an image</html>")
-    with caplog.at_level(logging.WARNING, logger="lfhelpers.texture"):
+    with caplog.at_level(logging.WARNING, logger="lfhelpers.similarity.features.base"):
         result = quiet().extract([files[0], bad, files[1]])
     assert result.ok.tolist() == [True, False, True]
     assert result.features.shape[0] == 2
