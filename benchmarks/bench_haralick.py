@@ -1,10 +1,10 @@
-"""Haralick features: the tutorial's loop vs ``lfhelpers.similarity.features.texture`` defaults, on the same photos.
+"""Haralick features: the tutorial's loop vs the project's texture defaults, on the same photos.
 
 The tutorial read each full-size photo (about 2592×1944), turned it grey and took
 ``mahotas.features.haralick(gray).ravel()`` in a plain loop (44.6 s for 90 photos). This script
-times that loop, exactly as written, against :class:`lfhelpers.similarity.features.texture.HaralickFeatures` with
-its default options, in one run on the same images, and compares the leave-one-out accuracy of
-the same classifier (``StandardScaler`` + ``LogisticRegression``) on both feature sets.
+times that loop, exactly as written, against
+:class:`lfhelpers.similarity.features.texture.HaralickFeatures` with its default options, in
+one run on the same images, and compares the leave-one-out accuracy of the same classifier (``StandardScaler`` + ``LogisticRegression``) on both feature sets.
 
 Large photos like the tutorial's are made by upscaling data-set images to about 5 megapixels
 (saved as JPEG, quality 90, into a scratch folder that is removed afterwards). The data sets
@@ -222,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "haralick: tutorial loop vs lfhelpers texture defaults, color, both",
         "baseline": "tutorial: mahotas.imread -> rgb2gray(uint8) -> haralick(gray).ravel(), "
                     "full size, one process",
-        "classifier": "StandardScaler + LogisticRegression (lfhelpers.similarity.evaluation.texture.make_classifier)",
+        "classifier": "StandardScaler + LogisticRegression "
+                      "(lfhelpers.similarity.evaluation.texture.make_classifier)",
         "defaults": {k: v for k, v in defaults.items() if k not in ("progress", "cache_dir")},
         "n_jobs": args.n_jobs, "per_class": args.per_class, "seed": args.seed,
         "cpus": os.cpu_count(), "python": sys.version.split()[0], "mahotas": mh.__version__,

@@ -9,8 +9,8 @@ embedding), each method is built once and queried with vectors from outside the 
   ``--pdist-max-gib``; beyond, its memory is reported and the row says where it stops fitting.
   Its query latency is the ``argsort`` of one row plus the ``cdist`` of a new photo against the
   gallery (a new photo is not in the precomputed matrix).
-* ``exact``: :class:`lfhelpers.similarity.search.gallery.GalleryIndex` default, one float32 matrix product per query
-  block, exact cosine.
+* ``exact``: :class:`lfhelpers.similarity.search.gallery.GalleryIndex` default, one float32
+  matrix product per query block, exact cosine.
 * ``sklearn``: ``GalleryIndex(backend="sklearn")``, i.e. the scikit-learn backend of
   :class:`lfhelpers.similarity.search.index.NeighbourIndex` (``NearestNeighbors``, cosine, brute).
 * ``faiss-hnsw`` / ``faiss-ivf`` / ``hnswlib``: approximate indexes behind the same API, when

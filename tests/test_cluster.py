@@ -1,4 +1,4 @@
-"""Tests of lfhelpers.similarity.cluster and compare: clustering, its scores, k estimation, maps and the comparison."""
+"""Tests of similarity.cluster and compare: clusters, scores, k estimates, maps, comparison."""
 
 from __future__ import annotations
 

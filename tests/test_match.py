@@ -1,4 +1,4 @@
-"""Tests of the search gallery, retrieval scores, near duplicates and the matcher: the gallery index, retrieval metrics, near duplicates, the matcher."""
+"""Tests of the search gallery, retrieval metrics, near duplicates and the matcher."""
 
 from __future__ import annotations
 
