@@ -4,7 +4,8 @@ The tutorial read each full-size photo (about 2592×1944), turned it grey and to
 ``mahotas.features.haralick(gray).ravel()`` in a plain loop (44.6 s for 90 photos). This script
 times that loop, exactly as written, against
 :class:`lfhelpers.similarity.features.texture.HaralickFeatures` with its default options, in
-one run on the same images, and compares the leave-one-out accuracy of the same classifier (``StandardScaler`` + ``LogisticRegression``) on both feature sets.
+one run on the same images, and compares the leave-one-out accuracy of the same classifier
+(``StandardScaler`` + ``LogisticRegression``) on both feature sets.
 
 Large photos like the tutorial's are made by upscaling data-set images to about 5 megapixels
 (saved as JPEG, quality 90, into a scratch folder that is removed afterwards). The data sets

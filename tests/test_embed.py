@@ -1,4 +1,4 @@
-"""Tests of similarity.features.cnn and the registry: weights, embedder, cache, classifier cut, sets.
+"""Tests of similarity.features.cnn and the registry: weights, embedder, cache, cut, sets.
 
 The core tests use ``weights="none"`` (random MobileNet, 64 px) and run anywhere; the test with
 ImageNet weights needs the MobileNet file (``LF_MOBILENET_WEIGHTS``, or the data mirror's
