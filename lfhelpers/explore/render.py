@@ -162,7 +162,7 @@ def match_cards(table: pd.DataFrame, query: Any, settings: Any = None) -> str:
             badge = (f'<div class="lf-badge lf-same-item" title="geometric verification: '
                      f'{esc(inliers)} matching points agree on one transformation">same item'
                      f" · {esc(inliers)} inliers</div>")
-        elif inliers is not None and inliers == inliers:  # verified, not the same item
+        elif inliers is not None and not pd.isna(inliers):  # verified, not the same item
             frame += " lf-checked"
         cards.append(f'<div class="lf-card lf-result{frame}{" lf-verified" if same else ""}" '
                      f'data-path="{esc(Path(row.path).name)}">'

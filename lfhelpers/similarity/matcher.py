@@ -313,6 +313,7 @@ class LostFoundMatcher:
                         "why": "; ".join(reasons)})
         table = pd.DataFrame(out, columns=["path", "label", "score", "similarity", "category",
                                            "color", "inliers", "same_item", "why"])
+        table["inliers"] = table["inliers"].astype("Int64")  # <NA>: not verified
         table = table.sort_values(["same_item", "score"], ascending=False, kind="stable").head(k)
         table.insert(0, "rank", np.arange(1, len(table) + 1))
         if top_label is not None:
