@@ -167,7 +167,7 @@ def plan_balance(
     Parameters
     ----------
     manifest : pandas.DataFrame
-        A clean manifest (:func:`lfhelpers.dataset.read_manifest`); only ``split == "train"``
+        A clean manifest (:func:`lfhelpers.data.read_manifest`); only ``split == "train"``
         rows are used.
     target : {"mean", "max"} or int
         See :func:`resolve_target`.

@@ -11,7 +11,7 @@ near-identical photo in two class folders), applies the analyst's reviewed corre
   RGB JPEG or PNG with no orientation tag; otherwise re-encoded losslessly as PNG);
 - ``clean_dir/_quarantine/<reason>/<label>/<file>``: a copy of every rejected file;
 - ``clean_dir/rejects.csv``: ``source, label, reason, detail, quarantine``;
-- ``clean_dir/manifest.csv``: see :mod:`lfhelpers.dataset` (the split column is filled by
+- ``clean_dir/manifest.csv``: see :mod:`lfhelpers.data.manifest` (the split column is filled by
   :func:`lfhelpers.split.split_manifest`).
 
 The raw folder is never modified. A rerun only decodes files that are new or changed (a per-file

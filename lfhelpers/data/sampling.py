@@ -79,7 +79,7 @@ def spread_sample(manifest: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame
     Parameters
     ----------
     manifest : pandas.DataFrame
-        Rows with ``label`` and ``file`` (see :func:`lfhelpers.dataset.read_manifest`).
+        Rows with ``label`` and ``file`` (see :func:`lfhelpers.data.read_manifest`).
     n : int
         Photos wanted (fewer when the data has fewer).
     seed : int

@@ -104,7 +104,7 @@ def query_categories(
         Their embeddings (used by the stand-in).
     gallery_vectors, gallery_labels
         The gallery, to fit the stand-in on.
-    classifier : lfhelpers.embed.Embedder, optional
+    classifier : lfhelpers.similarity.features.cnn.Embedder, optional
         A fitted ``Embedder("classifier", ...)`` (notebook 03's model); its category head is
         used. ``None``: a :class:`LinearCategories` stand-in fitted on the gallery only.
     k : int
