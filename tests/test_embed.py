@@ -359,6 +359,26 @@ def test_embed_shards_resume_and_refuse_other_settings(photos, weights_file, tmp
         shards.embed_folder(root, tmp_path / "emb", {**spec, "pooling": "avg"}, progress=False)
 
 
+def test_a_damaged_shard_is_set_aside_and_its_photos_embedded_again(photos, weights_file,
+                                                                     tmp_path, caplog):
+    from lfhelpers.similarity.batch import shards
+
+    root = Path(photos[0][0]).parent.parent
+    spec = embedding_spec("mobilenet", weights_file, SIZE, batch_size=8)
+    shards.embed_folder(root, tmp_path / "emb", spec, partition_size=6, progress=False)
+    rows, vectors = shards.read_embeddings(tmp_path / "emb")
+    first = sorted((tmp_path / "emb").glob("part-*.parquet"))[0]
+    first.write_bytes(first.read_bytes()[:100])  # truncated, as by a full disk
+    with caplog.at_level(logging.WARNING, logger="lfhelpers.similarity.batch.shards"):
+        again = shards.embed_folder(root, tmp_path / "emb", spec, partition_size=6,
+                                    progress=False)
+    assert again.n_embedded == 6 and again.n_done_before == len(rows) - 6
+    assert "set aside" in caplog.text and (first.parent / (first.name + ".damaged")).is_file()
+    rows2, vectors2 = shards.read_embeddings(tmp_path / "emb")
+    order = rows2.set_index("path").index.get_indexer(rows["path"])
+    np.testing.assert_allclose(vectors2[order], vectors, atol=1e-5)
+
+
 def test_index_and_search_commands_round_trip(photos, weights_file, tmp_path, capsys):
     from lfhelpers.cli import main
 

@@ -126,15 +126,28 @@ def read_embeddings(emb_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, np.n
     if not shards:
         raise DataError(f"No embedding shards in {emb_dir}; make them with "
                         "`python -m lfhelpers embed DATA_DIR --out EMB_DIR`.")
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     frames, vectors = [], []
     for shard in shards:
-        table = pq.read_table(shard)
+        try:
+            table = pq.read_table(shard)
+        except (pa.ArrowException, OSError) as exc:
+            # a damaged shard (truncated, not Parquet) is set aside, never deleted, and its
+            # photos count as not embedded, so the next `embed` embeds them again
+            kept = shard.with_name(shard.name + ".damaged")
+            shard.rename(kept)
+            log.warning("Damaged embedding shard %s set aside as %s (%s); its photos will be "
+                        "embedded again", shard.name, kept.name, exc)
+            continue
         col = table.column("embedding").combine_chunks()
         dim = col.type.list_size
         vectors.append(col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim))
         frames.append(table.drop_columns(["embedding"]).to_pandas())
+    if not frames:
+        raise DataError(f"No readable embedding shards in {emb_dir}; make them again with "
+                        "`python -m lfhelpers embed DATA_DIR --out EMB_DIR`.")
     rows = pd.concat(frames, ignore_index=True)
     x = np.vstack(vectors).astype(np.float32)
     keep = ~rows["path"].duplicated(keep="last")
@@ -191,8 +204,13 @@ def embed_folder(data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
     photos["size"] = [s for s, _ in stats]
     photos["mtime_ns"] = [m for _, m in stats]
     done = 0
+    old_rows = None
     if any(out_dir.glob("part-*.parquet")):
-        old_rows, _ = read_embeddings(out_dir)
+        try:
+            old_rows, _ = read_embeddings(out_dir)
+        except DataError:  # every shard was damaged and set aside: embed everything again
+            old_rows = None
+    if old_rows is not None:
         known = set(zip(old_rows["path"], old_rows["size"], old_rows["mtime_ns"], strict=True))
         fresh = [(p, s, m) in known for p, s, m in zip(photos["path"], photos["size"],
                                                         photos["mtime_ns"], strict=True)]
