@@ -25,6 +25,9 @@ import pytest
 
 from lfhelpers.data.fixtures import make_synthetic_dataset
 
+# Keras' own numpy conversion warns under NumPy 2 (not ours to fix)
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 64
 
