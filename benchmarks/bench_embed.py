@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lfhelpers.data import list_photos
 from lfhelpers.fsutil import write_json
 from lfhelpers.similarity.batch.distributed import dask_client
-from lfhelpers.similarity.batch.shards import embed_folder, list_photos, read_embeddings
+from lfhelpers.similarity.batch.shards import embed_folder, read_embeddings
 from lfhelpers.similarity.search.recipe import embedding_spec
 
 

@@ -27,6 +27,9 @@ from PIL import Image, ImageOps
 
 from lfhelpers.errors import DataError
 
+#: File name endings of photos, everywhere a folder is listed (lower case).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
 #: What :func:`load_rgb` and :func:`open_image` accept.
 ImageSource = str | os.PathLike | bytes | bytearray | np.ndarray | Image.Image
 

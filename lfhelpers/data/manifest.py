@@ -30,6 +30,7 @@ import pandas as pd
 
 from lfhelpers.errors import DataError
 from lfhelpers.fsutil import atomic_write
+from lfhelpers.images import IMAGE_SUFFIXES
 
 MANIFEST = "manifest.csv"
 SPLITS = ("train", "val", "test")
@@ -39,7 +40,6 @@ MANIFEST_COLUMNS = ["path", "label", "split", "sha256", "phash", "group", "width
 #: sets and augmented folders both write them first).
 REQUIRED_COLUMNS = ("path", "label", "split")
 #: File name suffixes listed as photos in a folder of class sub-folders.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 log = logging.getLogger(__name__)
 

@@ -47,6 +47,7 @@ from lfhelpers.data.archives import CorruptArchiveError, new_temp_dir, safe_extr
 from lfhelpers.data.download import download, remove_files
 from lfhelpers.errors import DataError, DownloadError, LFError, NetworkUnavailableError
 from lfhelpers.fsutil import sha256_file, write_json
+from lfhelpers.images import IMAGE_SUFFIXES
 
 __all__ = ["DATASETS", "Dataset", "download", "fetch", "fetch_command", "resolve_url",
            "safe_extract", "summarize"]
@@ -63,7 +64,6 @@ MARKER_NAME = ".lf_fetch.json"
 DEFAULT_RAW_DIR = Path("data/raw")
 DEFAULT_CACHE_DIR = Path("data/cache/downloads")
 #: File name suffixes counted as images in summaries.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 _MIRROR_HINT = (
     f"set {MIRROR_ENV}=<folder holding lostnet/ caltech101_5/ codingtrain_colors/> to use an "

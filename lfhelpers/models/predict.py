@@ -21,11 +21,10 @@ from typing import Any
 import numpy as np
 
 from lfhelpers.errors import ConfigError, DataError, LFError
-from lfhelpers.images import load_rgb
+from lfhelpers.images import IMAGE_SUFFIXES, load_rgb
 
 LABELS_SUFFIX = ".labels.json"
 #: File name endings taken as images when a folder is expanded.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 def labels_path(model_path: str | os.PathLike[str]) -> Path:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lfhelpers.data.manifest import list_photos
 from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.fsutil import atomic_write, sha256_file
 from lfhelpers.similarity.search.recipe import embedder_from_spec, embedding_spec
@@ -39,20 +40,8 @@ from lfhelpers.similarity.search.recipe import embedder_from_spec, embedding_spe
 log = logging.getLogger(__name__)
 
 SPEC_FILE = "embedding.json"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _EMBEDDERS: dict[str, Any] = {}
 _LOCK = threading.Lock()
-
-
-def list_photos(data_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """``path, label`` of every photo of a clean set (``manifest.csv``) or class-folder set.
-
-    The ``excluded`` rows of a manifest are left out; a ``manifest.csv`` this project did not
-    write is ignored with a logged line (see :func:`lfhelpers.data.manifest.list_photos`).
-    """
-    from lfhelpers.data.manifest import list_photos as list_set_photos
-
-    return list_set_photos(data_dir, IMAGE_SUFFIXES)
 
 
 def _key(spec: dict[str, Any]) -> str:
@@ -199,7 +188,7 @@ def embed_folder(data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
     else:
         with atomic_write(spec_file) as fh:
             json.dump(spec, fh, indent=2)
-    photos = list_photos(data_dir)
+    photos = list_photos(data_dir)  # the one photo lister (a foreign manifest is ignored)
     stats = [_stat(p) for p in photos["path"]]
     photos["size"] = [s for s, _ in stats]
     photos["mtime_ns"] = [m for _, m in stats]

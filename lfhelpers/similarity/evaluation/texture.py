@@ -35,6 +35,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from lfhelpers.errors import DataError
+from lfhelpers.images import IMAGE_SUFFIXES
 from lfhelpers.plots import confusion_matrix as confusion_matrix_plot
 from lfhelpers.similarity.features.base import Extraction
 
@@ -157,7 +158,6 @@ def plot_confusion(confusion: pd.DataFrame, title: str = "Confusion matrix (leav
     return ax if ax is not None else figure.axes[0]
 
 
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 def labelled_files(folder: str | os.PathLike[str]) -> pd.DataFrame:
@@ -185,7 +185,7 @@ def labelled_files(folder: str | os.PathLike[str]) -> pd.DataFrame:
     if not root.is_dir():
         raise DataError(f"{root} is not a folder.")
     photos = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
-                    and p.suffix.lower() in _IMAGE_SUFFIXES)
+                    and p.suffix.lower() in IMAGE_SUFFIXES)
     rows = []
     for path in photos:
         if path.parent != root:
