@@ -21,9 +21,11 @@ verified same items come first, then the global ranking.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,8 @@ from lfhelpers.similarity.search.words import VisualWords
 
 log = logging.getLogger(__name__)
 
+#: Answers an engine remembers (a long-lived explorer kernel must not grow without bound).
+MEMO_SIZE = 4096
 LOCAL_DIR = "local"
 WORDS_DIR = "words"
 
@@ -128,7 +132,7 @@ class SearchEngine:
         """
         r = self.recipe_
         paths = [os.fspath(p) for p in paths]
-        self._memo, self._vectors = {}, None
+        self._memo, self._vectors = OrderedDict(), None
         self.gallery_ = GalleryIndex(backend=r.backend, postprocess=r.postprocess,
                                      **self.index_params).fit(vectors, paths, labels)
         self.paths_, self.labels_ = self.gallery_.paths_, self.gallery_.labels_
@@ -201,13 +205,20 @@ class SearchEngine:
         queries = [os.fspath(q) for q in queries]
         if vectors is None:
             vectors = self.embedder().transform(queries)
-        memo = getattr(self, "_memo", {})
+        if getattr(self, "_memo", None) is None:
+            self._memo = OrderedDict()
         keys = [(q, k, verify, None if exclude is None else int(exclude[i]),
-                 np.asarray(vectors[i], np.float32).tobytes()) for i, q in enumerate(queries)]
-        if all(key in memo for key in keys):  # the same questions again (matcher modes)
-            return [memo[key] for key in keys]
+                 hashlib.blake2b(np.asarray(vectors[i], np.float32).tobytes(),
+                                 digest_size=16).digest())
+                for i, q in enumerate(queries)]
+        if all(key in self._memo for key in keys):  # the same questions again (matcher modes)
+            return [self._memo[key] for key in keys]
         found = self._search(queries, k, verify, vectors, exclude)
-        self._memo = {**memo, **dict(zip(keys, found, strict=True))}
+        for key, answer in zip(keys, found, strict=True):  # the latest MEMO_SIZE answers
+            self._memo[key] = answer
+            self._memo.move_to_end(key)
+        while len(self._memo) > MEMO_SIZE:
+            self._memo.popitem(last=False)
         return found
 
     def _search(self, queries: list[str], k: int, verify: bool, vectors: np.ndarray,
