@@ -42,6 +42,19 @@ def synthetic_raw(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def weights_file(tmp_path_factory) -> str:
+    """A fixed random MobileNet weights file (cacheable, unlike weights='none'): built at 64 px,
+    usable at any input size."""
+    from lfhelpers.models import backbones
+
+    backbones.set_seed(0)
+    model, _, _ = backbones.build_backbone("mobilenet", 64, None)
+    path = tmp_path_factory.mktemp("w") / "random_mobilenet.weights.h5"
+    model.save_weights(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> Path:
     """The ``smoke`` profile run once per test session: every notebook, models and caches.
 

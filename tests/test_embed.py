@@ -54,16 +54,6 @@ def photos(tmp_path_factory) -> tuple[list[str], list[str]]:
 
 
 @pytest.fixture(scope="module")
-def weights_file(tmp_path_factory) -> str:
-    """A fixed random MobileNet weights file (cacheable, unlike weights='none')."""
-    backbones.set_seed(0)
-    model, _, _ = backbones.build_backbone("mobilenet", SIZE, None)
-    path = tmp_path_factory.mktemp("w") / "random_mobilenet.weights.h5"
-    model.save_weights(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def classifier_file(tmp_path_factory) -> Path:
     """A small classifier saved like notebook 03's: pixels 0-255 in, softmax out, labels json."""
     import keras

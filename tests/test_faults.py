@@ -77,18 +77,6 @@ def raw(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> str:
-    """A fixed random MobileNet weights file (random weights seeded the same everywhere)."""
-    from lfhelpers.models import backbones
-
-    backbones.set_seed(0)
-    model, _, _ = backbones.build_backbone("mobilenet", SIZE, None)
-    path = tmp_path_factory.mktemp("w") / "mobilenet.weights.h5"
-    model.save_weights(path)
-    return str(path)
-
-
 @pytest.mark.slow
 def test_clean_killed_then_rerun_gives_the_same_manifest(raw, tmp_path):
     before = _tree(raw)
@@ -108,13 +96,13 @@ def test_clean_killed_then_rerun_gives_the_same_manifest(raw, tmp_path):
 
 
 @pytest.mark.slow
-def test_embed_and_index_killed_then_rerun_give_the_same_vectors_and_answers(raw, weights,
-                                                                             tmp_path):
+def test_embed_and_index_killed_then_rerun_give_the_same_vectors_and_answers(
+        raw, weights_file, tmp_path):
     from lfhelpers.similarity.batch.shards import read_embeddings
 
     photos = tmp_path / "photos"  # readable photos only: the raw set holds broken files too
     _run("clean", str(raw), "--out", str(photos), "--min-per-class", "4")
-    common = ["--backbone", "mobilenet", "--weights", weights, "--image-size", str(SIZE),
+    common = ["--backbone", "mobilenet", "--weights", weights_file, "--image-size", str(SIZE),
               "--partition-size", "8", "--quiet"]
     _run("embed", str(photos), "--out", str(tmp_path / "emb_ref"), *common)
     killed = _killed(tmp_path / "emb", "embed", str(photos), "--out", str(tmp_path / "emb"),
