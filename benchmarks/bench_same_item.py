@@ -78,6 +78,14 @@ from lfhelpers.similarity.search.verify import is_same_item, verify  # noqa: E40
 from lfhelpers.similarity.search.words import VisualWords  # noqa: E402
 
 
+def shown_path(value: object) -> object:
+    """A path as the results show it: relative to the project, else its name (no machine paths)."""
+    if not isinstance(value, str) or not value or value in ("imagenet", "none"):
+        return value
+    path = Path(value).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+
+
 def _log(msg: str) -> None:
     print(msg, flush=True)
 
@@ -707,8 +715,13 @@ def main() -> None:
     distractors = sets["uk"] + sets["caltech"] + sets["lost"]
     gallery = sets["refs"] + distractors
     recipe = Recipe()
-    res: dict = {"complete": False, "config": dict(vars(args)), "machine": machine_info(),
-                 "recipe": {**recipe.to_dict(), "embedding": recipe.embedding_spec()},
+    spec = recipe.embedding_spec()
+    res: dict = {"complete": False,
+                 "config": {k: shown_path(v) if k in ("mirror", "cache_dir", "out") else v
+                            for k, v in vars(args).items()},
+                 "machine": machine_info(),
+                 "recipe": {**recipe.to_dict(),
+                            "embedding": {**spec, "weights": shown_path(spec["weights"])}},
                  "engine": {}, "modules": {}}
 
     def save() -> None:

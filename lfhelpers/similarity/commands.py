@@ -31,9 +31,14 @@ KINDS = {"auto": "auto", "exact": "exact", "ivf": "faiss-ivf", "hnsw": "faiss-hn
 def embed_command(args: argparse.Namespace) -> int:
     """Handler of ``embed``; exit status 1 when some photos could not be read."""
     from lfhelpers.similarity.batch.distributed import dask_client
-    from lfhelpers.similarity.batch.shards import embed_folder, embedding_spec
+    from lfhelpers.similarity.batch.shards import embed_folder
+    from lfhelpers.similarity.search.recipe import embedding_spec
 
-    spec = embedding_spec(args.backbone, args.weights, args.image_size, args.pooling,
+    backbone = args.backbone
+    kind, _, model = backbone.partition(":")
+    if model and kind.lower() in ("finetuned", "classifier"):  # on the command line a relative
+        backbone = f"{kind}:{Path(model).expanduser().resolve()}"  # path means this folder
+    spec = embedding_spec(backbone, args.weights, args.image_size, args.pooling,
                           args.flip, args.batch_size, args.seed)
     with dask_client(args.scheduler) as client:
         where = "in this process" if client is None else f"on {client.scheduler.address}"

@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 from lfhelpers.errors import DataError
+from lfhelpers.images import IMAGE_SUFFIXES
 from lfhelpers.similarity.search.engine import SearchEngine
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 RANKINGS = ("global", "local shortlist", "verified")
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from lfhelpers.errors import ConfigError
 from lfhelpers.fsutil import atomic_write, sha256_file
+from lfhelpers.paths import project_path
 from lfhelpers.similarity.features.local import DEFAULT_MAX_SIDE, DEFAULT_N_FEATURES
 from lfhelpers.similarity.features.registry import FINETUNED_NAMES, NOT_CNN
 
@@ -158,7 +159,9 @@ def recipe_for(name: str, classifier_model: str | os.PathLike[str] = "", **setti
                           "through the engine; choose a CNN extractor.")
     settings = {k: v for k, v in settings.items() if v is not None}
     if key in FINETUNED_NAMES:
-        settings.update(backbone=f"finetuned:{Path(classifier_model).resolve()}", pooling="avg",
+        # as the notebook was given it: a relative path means the project folder (contract of
+        # every notebook parameter), so the recorded recipe names no folder of this machine
+        settings.update(backbone=f"finetuned:{os.fspath(classifier_model)}", pooling="avg",
                         image_size=0)
         settings.pop("weights", None)
     else:
@@ -173,14 +176,15 @@ def embedding_spec(backbone: str = Recipe.backbone, weights: str = Recipe.weight
     """Everything that changes a vector, as recorded in ``embedding.json``.
 
     ``backbone``: a name of :data:`~lfhelpers.models.backbones.BACKBONES` or
-    ``finetuned:PATH`` (notebook 03's ``.keras`` classifier).
+    ``finetuned:PATH`` (notebook 03's ``.keras`` classifier; a relative ``PATH`` is relative to
+    the project folder, like the notebooks' parameters).
     """
     from lfhelpers.models.backbones import backbone_spec, resolve_weights
 
     spec: dict[str, Any] = {"pooling": pooling, "flip": bool(flip), "postprocess": "none",
                             "normalize": True, "batch_size": int(batch_size), "seed": int(seed)}
     if str(backbone).lower().startswith(("finetuned:", "classifier:")):
-        path = Path(str(backbone).split(":", 1)[1]).expanduser()
+        path = project_path(str(backbone).split(":", 1)[1])
         if not path.is_file():
             raise ConfigError(f"--backbone {backbone}: no model file at {path}.")
         spec.update(backbone="classifier", model_path=str(path.resolve()),
