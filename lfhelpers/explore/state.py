@@ -13,7 +13,6 @@ only when the visitor uploads a photo. A query or a slider then costs one matche
 from __future__ import annotations
 
 import atexit
-import copy
 import io
 import logging
 import os
@@ -278,11 +277,7 @@ class Explorer:
         """The engine without its disk caches: an upload's vectors and local features are
         computed in memory and never written to the shared cache."""
         if "engine" not in self._heavy:
-            private = copy.copy(self.engine)
-            private.cache_dir = None
-            private._embedder = None
-            private._memo = {}
-            self._heavy["engine"] = private
+            self._heavy["engine"] = self.engine.without_caches()
         return self._heavy["engine"]
 
     def upload_query(self, upload: Upload) -> Query:

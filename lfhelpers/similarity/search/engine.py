@@ -21,6 +21,7 @@ verified same items come first, then the global ranking.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -110,6 +111,16 @@ class SearchEngine:
         extractor = self.recipe_.local_features(self._cache("local"))
         extractor.on_error = "record"
         return extractor
+
+    def without_caches(self) -> SearchEngine:
+        """A copy that shares the fitted gallery but writes no disk cache and remembers no
+        answer of this one: photos it searches (e.g. uploads) are embedded and described in
+        memory only."""
+        private = copy.copy(self)
+        private.cache_dir = None
+        private._embedder = None
+        private._memo = OrderedDict()
+        return private
 
     # -- building --------------------------------------------------------------------------
 
