@@ -457,7 +457,9 @@ def build_section(sample: list[str], cache: Path) -> dict:
             folder = Path(tmp) / name
             folder.mkdir()
             if link:
-                (folder / "embeddings").symlink_to(cache / "embeddings")
+                for part in ("embeddings", "trunk"):
+                    if (cache / part).is_dir():
+                        (folder / part).symlink_to(cache / part)
             engine = SearchEngine(Recipe(), cache_dir=folder)
             t = time.perf_counter()
             engine.embedder()  # the network is built once per process: not photo work

@@ -62,7 +62,7 @@ def _imports(modules: dict[str, Path]) -> dict[str, set[tuple[str, str]]]:
 
 #: Layers from the bottom up: a module may import its own layer and those below, never above.
 LAYERS = [
-    {"", "errors", "paths", "fsutil", "images", "http", "metrics", "plots"},  # shared base
+    {"", "errors", "paths", "fsutil", "store", "images", "http", "metrics", "plots"},  # shared base
     {"pipeline"},  # the generic notebook runner: knows no stage
     {"data"},
     {"crawl"},

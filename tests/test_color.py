@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -150,6 +151,26 @@ def test_split_by_contributor_keeps_people_apart(synthetic_data):
     assert sorted(tested) == list(range(len(groups)))
     with pytest.raises(ConfigError):
         color.cv_splits(synthetic_data, "by_color")
+
+
+def test_evaluation_is_kept_and_not_refitted_for_the_same_data(synthetic_data, tmp_path,
+                                                                 monkeypatch):
+    """Notebook 04 rerun for new item photos reads its cross-validation instead of refitting."""
+    from lfhelpers.color import evaluation as ev_module
+
+    first = color.evaluate_models(synthetic_data, ["knn_lab"], n_splits=3, seed=0,
+                                  progress=False, cache_dir=tmp_path)
+
+    def refit(*args, **kwargs):
+        raise AssertionError("the models were fitted again")
+
+    monkeypatch.setattr(ev_module, "fit_quietly", refit)
+    again = color.evaluate_models(synthetic_data, ["knn_lab"], n_splits=3, seed=0,
+                                  progress=False, cache_dir=tmp_path)
+    pd.testing.assert_frame_equal(first.scores, again.scores)
+    with pytest.raises(AssertionError, match="fitted again"):  # other settings: a new result
+        color.evaluate_models(synthetic_data, ["knn_lab"], n_splits=3, seed=1, progress=False,
+                              cache_dir=tmp_path)
 
 
 def test_evaluate_models_table_and_confusion(synthetic_data):

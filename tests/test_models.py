@@ -182,6 +182,44 @@ def test_cache_is_shared_and_checked(fitted, cache, data):
             data[data.split == "train"])
 
 
+def test_trunk_store_is_shared_by_training_and_the_fine_tuned_embeddings(data, tmp_path):
+    """Notebook 03 keeps each photo's trunk activations; the saved classifier's embeddings
+    (notebooks 06, 07) then come from them through block 14 only, equal to a full pass."""
+    from lfhelpers.fsutil import sha256_file
+    from lfhelpers.similarity.features.cnn import Embedder
+
+    store_dir = tmp_path / "cache"
+    stored = FeatureCache(image_size=SIZE, weights="none", unfreeze_blocks=1, batch_size=16,
+                          progress=False, cache_dir=store_dir)
+    train, val = data[data.split == "train"], data[data.split == "val"]
+    clf = XceptionClassifier(feature_cache=stored, **_params(epochs=1)).fit(train, val)
+    model_file = clf.save(tmp_path / "m.keras")[0]
+    assert len(stored.store) == len(train) + len(val)
+
+    files = list(train["file"][:6])
+    via_store = Embedder("classifier", model_path=model_file, cache_dir=store_dir,
+                         progress=False).fit()
+    assert via_store.trunk_store_.folder == stored.store.folder  # the same weights: one store
+    got = via_store.extract(files, normalize=False)
+    assert got.n_from_trunk == len(files) and got.n_cached == 0
+    full = Embedder("classifier", model_path=model_file, progress=False).fit()
+    np.testing.assert_allclose(got.features, full.extract(files, normalize=False).features,
+                               rtol=2e-2, atol=2e-3)  # float16 activations
+    assert via_store.extract(files).n_cached == len(files)  # vectors kept too
+
+    # a photo never seen leaves its activations for the next reader; a damaged entry is redone
+    new = list(data[data.split == "test"]["file"][:2])
+    assert via_store.extract(new).n_from_trunk == 0
+    entry = stored.store.path(sha256_file(new[0]))
+    assert entry.is_file()
+    entry.write_bytes(b"not an array")
+    fresh = Embedder("classifier", model_path=model_file, cache_dir=tmp_path / "other",
+                     progress=False).fit()
+    fresh.trunk_store_ = stored.store
+    assert fresh.extract(new).n_from_trunk == 1
+    assert entry.with_name(entry.name + ".damaged").is_file() and entry.is_file()
+
+
 def test_augment_views_add_training_examples(data, cache):
     train = data[data.split == "train"]
     clf = XceptionClassifier(feature_cache=cache, **_params(fine_tune_epochs=0, epochs=1,

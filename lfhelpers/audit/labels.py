@@ -157,7 +157,7 @@ def choose_embedder(backbone: str = "auto", weights: str = "auto", *, image_size
     name = str(backbone or "auto").lower()
     if name == "none":
         return None, "label issues skipped: backbone='none'"
-    cache = Path(cache_dir) / "embeddings" if cache_dir else None
+    cache = cache_dir or None  # vectors in <cache_dir>/embeddings, trunk activations in trunk/
     if name in ("auto", bb.CLASSIFIER, "finetuned") and model_path and Path(model_path).is_file():
         embedder = emb.Embedder(bb.CLASSIFIER, model_path=model_path, cache_dir=cache,
                                 progress=progress).fit()

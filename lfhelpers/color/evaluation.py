@@ -8,8 +8,11 @@ of the time), which caps every model tried near 0.80.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -158,8 +161,14 @@ def evaluate_models(
     batch_size: int = 32,
     schemes: Sequence[str] = ("random", "by_user"),
     progress: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> ColorEvaluation:
     """Cross-validate color-name models with random folds and with folds grouped by contributor.
+
+    The evaluation depends on the color data, the settings and the code of
+    :mod:`lfhelpers.color`, not on the item photos: with ``cache_dir`` its result is kept
+    (:class:`joblib.Memory`, keyed by all of these), so notebook 04 rerun for new photos does
+    not fit the models again.
 
     Parameters
     ----------
@@ -177,6 +186,8 @@ def evaluate_models(
         Split schemes to run (see :func:`cv_splits`).
     progress : bool
         Show a tqdm bar over the fits.
+    cache_dir : path-like, optional
+        Cache root; the result is kept in its ``color_evaluation/`` folder.
 
     Returns
     -------
@@ -184,6 +195,29 @@ def evaluate_models(
     """
     if isinstance(models, str):
         models = [m.strip() for m in models.split(",") if m.strip()]
+    settings = dict(models=list(models), n_splits=int(n_splits), seed=int(seed),
+                    epochs=int(epochs), batch_size=int(batch_size), schemes=list(schemes))
+    if cache_dir:
+        from joblib import Memory
+
+        memory = Memory(Path(cache_dir) / "color_evaluation", verbose=0)
+        run = memory.cache(_evaluate_models, ignore=["progress"])
+        return run(data, **settings, progress=progress, code=_code_digest())
+    return _evaluate_models(data, **settings, progress=progress)
+
+
+def _code_digest() -> str:
+    """Digest of the color package's source (a changed model or fold rule is a new result)."""
+    digest = hashlib.sha256()
+    for module in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(module.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _evaluate_models(data: ColorData, models: list[str], n_splits: int, seed: int, epochs: int,
+                     batch_size: int, schemes: list[str], progress: bool,
+                     code: str = "") -> ColorEvaluation:
+    """:func:`evaluate_models` without the cache (``code`` only names the cached result)."""
     X, y = data.X, data.y
     splits = {s: cv_splits(data, s, n_splits, seed) for s in schemes}
     rows: list[dict[str, Any]] = []

@@ -341,12 +341,17 @@ def _rgb_and_alpha(image: Any, max_side: int | None) -> tuple[np.ndarray, np.nda
     return arr, None
 
 
+#: Version of the cached palettes; a change starts a new folder.
+PALETTE_VERSION = 1
+
+
 def extract_palettes(
     files: Sequence[str | os.PathLike[str]],
     hue_model: BaseEstimator | None,
     n_colors: int = 3,
     seed: int = 0,
     progress: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
     **kwargs: Any,
 ) -> list[Palette | None]:
     """:func:`dominant_colors` for many photos; unreadable ones are ``None`` (logged).
@@ -358,6 +363,11 @@ def extract_palettes(
     n_colors, seed : int
     progress : bool
         tqdm bar.
+    cache_dir : path-like, optional
+        The cache root: palettes are kept in its ``palettes/`` folder
+        (:class:`lfhelpers.store.ContentStore`, by photo content and a digest of the model and
+        the options), so notebooks 06 and 07 name each photo's colors once. A palette read
+        back has no ``image`` or ``mask`` (empty arrays).
     **kwargs
         Passed to :func:`dominant_colors`.
 
@@ -365,14 +375,58 @@ def extract_palettes(
     -------
     list of Palette or None
     """
+    store = None
+    if cache_dir:
+        import hashlib
+        import pickle
+
+        from lfhelpers.store import ContentStore
+
+        model = hashlib.sha256(pickle.dumps(hue_model)).hexdigest()[:16]
+        spec = {"what": "color palettes", "model": model, "n_colors": int(n_colors),
+                "seed": int(seed), "options": kwargs, "version": PALETTE_VERSION}
+        store = ContentStore.under(Path(cache_dir) / "palettes", spec, suffix=".npz")
     out: list[Palette | None] = []
     for file in tqdm(files, desc="palettes", disable=not progress):
+        digest = None
+        if store is not None:
+            from lfhelpers.fsutil import sha256_file
+
+            try:
+                digest = sha256_file(file)
+            except OSError as exc:
+                log.warning("skipped %s: %s", file, exc)
+                out.append(None)
+                continue
+            entry = store.get(digest)
+            if entry is not None:
+                out.append(_palette_from_arrays(entry))
+                continue
         try:
-            out.append(dominant_colors(file, hue_model, n_colors=n_colors, seed=seed, **kwargs))
+            palette = dominant_colors(file, hue_model, n_colors=n_colors, seed=seed, **kwargs)
         except DataError as exc:
             log.warning("skipped %s: %s", file, exc)
             out.append(None)
+            continue
+        if store is not None and digest is not None:
+            store.put(digest, _palette_arrays(palette))
+        out.append(palette)
     return out
+
+
+def _palette_arrays(palette: Palette) -> dict[str, np.ndarray]:
+    return {"names": np.array([c.name for c in palette.colors], dtype=str),
+            "shares": np.array([c.share for c in palette.colors], np.float64),
+            "rgb": np.array([c.rgb for c in palette.colors], np.int64).reshape(-1, 3),
+            "mask_share": np.array(palette.mask_share), "method": np.array(palette.method)}
+
+
+def _palette_from_arrays(entry: dict[str, np.ndarray]) -> Palette:
+    colors = [ColorShare(str(n), float(s), tuple(int(v) for v in rgb))  # type: ignore[arg-type]
+              for n, s, rgb in zip(entry["names"], entry["shares"], entry["rgb"], strict=True)]
+    return Palette(colors=colors, mask_share=float(entry["mask_share"]),
+                   method=str(entry["method"]), image=np.zeros((0, 0, 3), np.uint8),
+                   mask=np.zeros((0, 0), bool))
 
 
 def palette_table(labels: Sequence[str], files: Sequence[str | os.PathLike[str]],

@@ -221,8 +221,7 @@ def _prepare(spec: SharedSpec, folder: Path) -> None:
     kept = [f for f, ok in zip(files, result.ok, strict=True) if ok]
     np.save(work / "vectors.npy", np.asarray(result.features, np.float32))
     (work / "files.json").write_text(json.dumps(kept), encoding="utf-8")
-    queries = set(spec.queries)
-    engine.local_features().extract([f for f in kept if f in queries])  # warms the cache
+    # the lost photos' keypoints are extracted when a visitor first searches with one
     timings["vectors_seconds"] = time.perf_counter() - start
 
     if spec.classifier_model and Path(spec.classifier_model).is_file():
@@ -252,11 +251,12 @@ def _prepare(spec: SharedSpec, folder: Path) -> None:
     if namer is not None:
         t = time.perf_counter()
         palettes = {}
-        for f in kept:
-            try:
-                palettes[f] = palette_rows(src.dominant_colors(f, namer, seed=spec.seed))
-            except src.DataError as exc:
-                notes.append(f"no colors for {Path(f).name}: {exc}")
+        for f, palette in zip(kept, src.palettes(kept, namer, spec.seed, spec.cache_dir or None),
+                              strict=True):
+            if palette is None:
+                notes.append(f"no colors for {Path(f).name}: the photo could not be read")
+            else:
+                palettes[f] = palette_rows(palette)
         (work / "palettes.json").write_text(json.dumps(palettes), encoding="utf-8")
         timings["color_seconds"] = time.perf_counter() - t
 

@@ -97,6 +97,14 @@ def dominant_colors(photo: Any, namer: Any, n_colors: int = 3, seed: int = 0) ->
     return color.dominant_colors(photo, namer, n_colors=n_colors, seed=seed)
 
 
+def palettes(files: Sequence[str], namer: Any, seed: int = 0,
+             cache_dir: str | os.PathLike[str] | None = None) -> list[Any]:
+    """:func:`dominant_colors` of many photos, kept in (and read from) the palette cache."""
+    from lfhelpers import color
+
+    return color.extract_palettes(files, namer, seed=seed, progress=False, cache_dir=cache_dir)
+
+
 def project_2d(features: np.ndarray, method: str, seed: int) -> np.ndarray:
     """A 2-D map of the rows (t-SNE, UMAP or PCA, notebook 06's projection)."""
     from lfhelpers.similarity.cluster import project_2d as _project

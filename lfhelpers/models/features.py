@@ -16,8 +16,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,7 @@ from tqdm import tqdm
 from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.images import load_rgb
 from lfhelpers.models.backbones import build_backbone, quiet_tensorflow, resolve_weights
+from lfhelpers.models.trunk import iter_pixel_batches, stored_activations, trunk_store
 
 log = logging.getLogger(__name__)
 
@@ -88,40 +88,6 @@ def split_backbone(backbone: Any, unfreeze_blocks: int) -> tuple[Any, Any | None
             keras.Model(cut, backbone.output, name="top_blocks"))
 
 
-def iter_pixel_batches(
-    files: Sequence[str], image_size: int, batch_size: int, workers: int = 2,
-) -> Iterator[tuple[list[str], np.ndarray, dict[str, str]]]:
-    """Decode files with :func:`lfhelpers.images.load_rgb` in a thread pool, in batches.
-
-    Yields
-    ------
-    files : list of str
-        The readable files of the batch, in order.
-    pixels : numpy.ndarray
-        Their ``(n, image_size, image_size, 3)`` ``uint8`` pixels.
-    errors : dict
-        ``{file: reason}`` for the batch's unreadable files.
-    """
-    def load(path: str) -> np.ndarray | str:
-        try:
-            return load_rgb(path, image_size)
-        except DataError as exc:
-            return str(exc)
-
-    chunks = [list(files[i:i + batch_size]) for i in range(0, len(files), batch_size)]
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        pending = [[pool.submit(load, f) for f in chunk] for chunk in chunks[:2]]
-        for index, chunk in enumerate(chunks):
-            if index + 2 < len(chunks):
-                pending.append([pool.submit(load, f) for f in chunks[index + 2]])
-            results = [fut.result() for fut in pending.pop(0)]
-            ok = [(f, r) for f, r in zip(chunk, results, strict=True) if not isinstance(r, str)]
-            errors = {f: r for f, r in zip(chunk, results, strict=True) if isinstance(r, str)}
-            pixels = (np.stack([r for _, r in ok]) if ok
-                      else np.zeros((0, image_size, image_size, 3), np.uint8))
-            yield [f for f, _ in ok], pixels, errors
-
-
 class FeatureCache:
     """Trunk activations of images, computed once and shared by every model that needs them.
 
@@ -152,6 +118,10 @@ class FeatureCache:
         without the ``openvino`` package it falls back to Keras with a logged note.
     precision : {"float32", "bfloat16"}
         Arithmetic of the OpenVINO engine; bfloat16 is used only where the CPU supports it.
+    cache_dir : path-like, optional
+        The notebooks' cache root: the activations of the original photos (view ``"orig"``)
+        are read from and written to its trunk store (:mod:`lfhelpers.models.trunk`), which
+        the fine-tuned model's embeddings in notebooks 06 and 07 read. ``None``: memory only.
 
     Notes
     -----
@@ -171,6 +141,7 @@ class FeatureCache:
         progress: bool = True,
         engine: str = "keras",
         precision: str = "float32",
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         quiet_tensorflow()
         import keras
@@ -199,7 +170,10 @@ class FeatureCache:
         self._store: dict[tuple[str, str], np.ndarray] = {}
         self.unreadable: dict[str, str] = {}
         self.seconds = 0.0
+        self.n_stored = 0
         self.engine, self.precision = self._start_engine(engine, precision)
+        self.store = (trunk_store(cache_dir, trunk, self.image_size)
+                      if cache_dir and not self.pooled else None)
 
     def _start_engine(self, engine: str, precision: str) -> tuple[str, str]:
         if engine == "openvino":
@@ -281,6 +255,19 @@ class FeatureCache:
         start = time.perf_counter()
         with tqdm(total=len(todo), desc=f"Xception trunk ({view})", unit="img",
                   disable=not self.progress, mininterval=2.0) as bar:
+            if view == "orig" and self.store is not None:
+                values, errors, n_stored = stored_activations(
+                    todo, self.store, self.run_trunk, self.image_size, self.batch_size,
+                    on_done=bar.update)
+                for f, reason in errors.items():
+                    log.warning("Skipping unreadable image %s", reason)
+                    self.unreadable[f] = reason
+                for f, x in zip(todo, values, strict=True):
+                    if x is not None:
+                        self._store[(f, view)] = x
+                self.n_stored += n_stored
+                self.seconds += time.perf_counter() - start
+                return
             for ok, pixels, errors in iter_pixel_batches(todo, self.image_size,
                                                          self.batch_size):
                 for f, reason in errors.items():

@@ -132,6 +132,7 @@ def color_table(
     n_colors: int = 3,
     seed: int = 0,
     progress: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, list[str]]:
     """Color names of each photo's item (notebook 04's :mod:`lfhelpers.color`), by path.
 
@@ -147,6 +148,8 @@ def color_table(
         Color clusters per photo.
     seed : int
     progress : bool
+    cache_dir : path-like, optional
+        Cache root: each photo's palette is kept there (shared with the explorer).
 
     Returns
     -------
@@ -159,7 +162,7 @@ def color_table(
     namer = color.load_color_namer(color_source=color_source, seed=seed, save=False)
     files = [os.fspath(f) for f in files]
     palettes = color.extract_palettes(files, namer, n_colors=n_colors, seed=seed,
-                                      progress=progress)
+                                      progress=progress, cache_dir=cache_dir)
     return {f: [c.name for c in p.colors if c.share >= min_share] or [p.main.name]
             for f, p in zip(files, palettes, strict=True) if p is not None}
 

@@ -14,29 +14,29 @@ vector for Inception v3) as an image's description, then search and cluster thos
   pass gives the classifier's top-k categories (:meth:`Embedder.top_k`), without running the
   network again.
 
-Images are decoded with Pillow (EXIF orientation applied, transparency over white, greyscale to
-RGB), resized to a square of ``image_size`` pixels and sent through the network in fixed-size
-batches with a progress bar. Unreadable images are skipped with a logged reason.
+Images are decoded by :func:`lfhelpers.images.load_rgb` to a square of ``image_size`` pixels and
+sent through the network in fixed-size batches; unreadable ones are skipped with a reason.
 
-Each image's raw pooled vector is cached under ``cache_dir`` by the SHA-256 of the file's
-bytes, in a sub-folder named after the model (backbone, weights file content, image size,
-layer), so a rerun or another notebook with the same settings reads vectors instead of
-computing them, and a changed file or a retrained model is never served a stale vector.
+Each image's raw pooled vector is cached in the workbook's content-addressed store
+(:class:`lfhelpers.store.ContentStore`) under ``<cache_dir>/embeddings``, by the SHA-256 of
+the file's bytes, in a folder named after the model (backbone, weights file content, image
+size, layer), so a rerun or another notebook with the same settings reads vectors instead of
+computing them, and a changed file or a retrained model is never served a stale vector. For
+Xception (ImageNet, or notebook 03's fine-tuned classifier) a missing vector is computed from
+the photo's trunk activations in ``<cache_dir>/trunk`` (:mod:`lfhelpers.models.trunk`)
+through block 14 and the pooling only, and a photo seen for the first time leaves its
+activations there: the whole workbook runs the Xception trunk once per photo and size.
 
-Weights (``weights``): ``"imagenet"`` (the Keras download), a weights file, ``"none"`` (random
-initialisation, seeded by Keras' global seed: for tests), or ``""``/``"auto"``: the backbone's
-environment variable (``LF_XCEPTION_WEIGHTS``, ``LF_MOBILENET_WEIGHTS``), else a local file
-(``models/weights/<file>``, or ``$LF_DATA_MIRROR/../weights/<file>``), else ``"imagenet"``.
+Weights (``weights``): see :func:`lfhelpers.models.backbones.resolve_weights`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,59 +45,32 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from tqdm import tqdm
 
 from lfhelpers.errors import ConfigError, DataError
-from lfhelpers.fsutil import atomic_write, sha256_file
+from lfhelpers.fsutil import sha256_file
 from lfhelpers.images import load_rgb
 from lfhelpers.models.backbones import CLASSIFIER, backbone_spec, build_backbone, resolve_weights
+from lfhelpers.models.trunk import stored_activations, trunk_store
 from lfhelpers.similarity.features.base import Extraction, l2_normalize
+from lfhelpers.similarity.features.network import (
+    ClassifierCategories,
+    load_classifier,
+    xception_split,
+)
 from lfhelpers.similarity.features.pooling import POOLINGS, pool_maps
+from lfhelpers.store import ContentStore
 
 log = logging.getLogger(__name__)
 
-_CACHE_VERSION = 1
-
-
-def pooled_layer(model: Any, layer: str = "") -> Any:
-    """The layer of a classifier whose output is the image embedding.
-
-    Parameters
-    ----------
-    model : keras.Model
-        A classifier such as notebook 03's (pixels in, class probabilities out).
-    layer : str
-        Layer name; default: ``avg_pool`` when present, else the last global pooling layer,
-        else the last layer with a flat output before the final one.
-
-    Returns
-    -------
-    keras.layers.Layer
-    """
-    import keras
-
-    if layer:
-        try:
-            return model.get_layer(layer)
-        except ValueError as exc:
-            raise ConfigError(f"The model has no layer {layer!r}; its layers are "
-                              f"{[lay.name for lay in model.layers]}.") from exc
-    names = [lay.name for lay in model.layers]
-    if "avg_pool" in names:
-        return model.get_layer("avg_pool")
-    pools = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
-    for lay in reversed(model.layers):
-        if isinstance(lay, pools):
-            return lay
-    for lay in reversed(model.layers[:-1]):
-        try:
-            if len(lay.output.shape) == 2:
-                return lay
-        except (AttributeError, ValueError):  # a layer used more than once has no one output
-            continue
-    raise ConfigError("Could not find a pooled layer in the model; pass layer=<name>.")
+_CACHE_VERSION = 2  # 2: Xception vectors come from float16 trunk activations
+#: Sub-folder of ``cache_dir`` with the vectors (the trunk activations are in ``trunk/``).
+VECTOR_FOLDER = "embeddings"
+#: Trunk activations per pass through the top of the network.
+TOP_BATCH = 64
 
 
 # --------------------------------------------------------------------------- images
 
 
+@dataclass
 class Embeddings(Extraction):
     """Result of :meth:`Embedder.extract`.
 
@@ -114,10 +87,15 @@ class Embeddings(Extraction):
         Wall-clock time.
     n_cached : int
         Rows read from the disk cache.
+    n_from_trunk : int
+        Rows computed from trunk activations already in the trunk store (the top of the
+        network only).
     """
 
+    n_from_trunk: int = 0
 
-class Embedder(TransformerMixin, BaseEstimator):
+
+class Embedder(ClassifierCategories, TransformerMixin, BaseEstimator):
     """Image files to CNN embeddings, as a scikit-learn transformer.
 
     Parameters
@@ -138,7 +116,9 @@ class Embedder(TransformerMixin, BaseEstimator):
     batch_size : int
         Images per forward pass.
     cache_dir : path-like, optional
-        Disk cache folder; ``None`` disables it. Not used with ``weights="none"``.
+        The cache root (``data/cache``): vectors in its ``embeddings/``, Xception trunk
+        activations in its ``trunk/``; ``None`` disables both. Not used with
+        ``weights="none"``.
     normalize : bool
         L2-normalise the vectors (cosine similarity becomes a dot product).
     pooling : {"avg", "gem", "max"}
@@ -166,7 +146,11 @@ class Embedder(TransformerMixin, BaseEstimator):
     weights_ : str or None
         Resolved weights (``"imagenet"``, a file, ``None``; the model file for a classifier).
     cache_key_ : str or None
-        Name of this model's cache sub-folder (``None`` when not cached).
+        Name of this model's folder of vectors (``None`` when not cached).
+    vector_store_, trunk_store_ : ContentStore or None
+        Where vectors and trunk activations are kept (``None``: not kept).
+    trunk_, top_ : keras.Model or None
+        The network cut at the trunk store's layer (``None`` for networks without one).
     classes_ : list of str
         The classifier's labels (``backbone="classifier"`` only; else empty).
     """
@@ -211,8 +195,9 @@ class Embedder(TransformerMixin, BaseEstimator):
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size!r}.")
         self.classes_: list[str] = []
         self.head_layers_: list[Any] = []
+        self.trunk_ = self.top_ = None
         if str(self.backbone).lower() == CLASSIFIER:
-            self._fit_classifier(keras)
+            self._fit_classifier()
         else:
             self.weights_ = resolve_weights(self.backbone, self.weights)
             self.model_, self.preprocess_, self.image_size_ = build_backbone(
@@ -224,45 +209,37 @@ class Embedder(TransformerMixin, BaseEstimator):
             if self.pooling != "avg":
                 # the feature map under the backbone's global average pooling layer
                 self.model_ = keras.Model(self.model_.inputs, self.model_.layers[-2].output)
+            if self.weights_ is not None:
+                self.trunk_, self.top_ = xception_split(self.model_) or (None, None)
             self._set_cache_key(ident, cacheable=self.weights_ is not None)
         self.dim_ = int(self.model_.output_shape[-1])
         return self
 
-    def _fit_classifier(self, keras: Any) -> None:
-        path = Path(self.model_path) if self.model_path else None
-        if path is None or not path.is_file():
-            raise ConfigError(f"backbone='classifier' needs model_path pointing at the .keras "
-                              f"file of notebook 03; got {self.model_path!r}.")
-        model = keras.models.load_model(path, compile=False)
-        # a model saved with flip test-time augmentation wraps the classifier: use the classifier
-        inner = [lay for lay in model.layers if isinstance(lay, keras.Model)
-                 and "avg_pool" in [sub.name for sub in lay.layers]]
-        if inner and "avg_pool" not in [lay.name for lay in model.layers]:
-            model = inner[0]
-        cut = pooled_layer(model, self.layer)
-        self.model_ = keras.Model(model.inputs, cut.output, name="classifier_embedding")
+    def _fit_classifier(self) -> None:
+        net = load_classifier(self.model_path, self.layer)
+        self.model_, self.head_layers_, self.classes_ = net.model, net.head_layers, net.classes
+        self.trunk_, self.top_ = net.trunk, net.top
         self.preprocess_ = lambda x: x
-        self.image_size_ = int(model.input_shape[1])
+        self.image_size_ = net.image_size
         if self.image_size and int(self.image_size) != self.image_size_:
             log.warning("The classifier takes %d px images; image_size=%s ignored.",
                         self.image_size_, self.image_size)
-        position = [lay.name for lay in model.layers].index(cut.name)
-        self.head_layers_ = model.layers[position + 1:]
-        labels_file = path.with_name(path.stem + ".labels.json")
-        if labels_file.is_file():
-            self.classes_ = [str(x) for x in
-                             json.loads(labels_file.read_text(encoding="utf-8"))["labels"]]
-        self.weights_ = str(path.resolve())
-        self._set_cache_key({"classifier": sha256_file(path), "layer": cut.name}, True)
+        self.weights_ = str(Path(self.model_path).resolve())
+        self._set_cache_key(net.ident, True)
 
     def _set_cache_key(self, ident: dict, cacheable: bool) -> None:
         import keras
 
+        cacheable = bool(cacheable and self.cache_dir)
+        self.trunk_store_ = None
+        if cacheable and self.trunk_ is not None and not self.flip:
+            self.trunk_store_ = trunk_store(self.cache_dir, self.trunk_, int(self.image_size_))
         spec = {**ident, "image_size": int(self.image_size_), "keras": keras.__version__,
                 "version": _CACHE_VERSION, **self.vector_spec()}
         self.cache_spec_ = spec
-        self.cache_key_ = (hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
-                           .hexdigest()[:16] if cacheable and self.cache_dir else None)
+        self.vector_store_ = (ContentStore.under(Path(self.cache_dir) / VECTOR_FOLDER, spec)
+                              if cacheable else None)
+        self.cache_key_ = self.vector_store_.key if self.vector_store_ is not None else None
         if self.cache_dir and not cacheable:
             log.info("Embedding cache not used: random weights differ between runs.")
 
@@ -293,6 +270,10 @@ class Embedder(TransformerMixin, BaseEstimator):
                 normalize: bool | None = None) -> Embeddings:
         """Embeddings of the readable images; unreadable ones are skipped with a logged reason.
 
+        A photo's vector comes from the vector cache, else from its trunk activations in the
+        trunk store (through the top of the network only), else from its pixels (and then its
+        trunk activations are kept for next time).
+
         Parameters
         ----------
         X : sequence of path-like
@@ -308,51 +289,42 @@ class Embedder(TransformerMixin, BaseEstimator):
         self._check_fitted()
         files = [os.fspath(x) for x in X]
         start = time.perf_counter()
-        folder = None
-        if self.cache_key_ is not None:
-            folder = Path(self.cache_dir) / self.cache_key_
-            spec_file = folder / "model.json"
-            if not spec_file.exists():
-                with atomic_write(spec_file) as fh:
-                    json.dump(self.cache_spec_, fh, indent=2)
         rows: list[np.ndarray | None] = [None] * len(files)
+        digests: list[str] = [""] * len(files)
         errors: dict[str, str] = {}
-        pending: list[tuple[int, np.ndarray, Path | None]] = []
-        n_cached = 0
-        size, batch = int(self.image_size_), int(self.batch_size)
+        todo: list[int] = []
         bar = tqdm(total=len(files), desc=f"embeddings ({self._name()})", unit="img",
                    disable=not self.progress or not files)
         for i, path in enumerate(files):
             try:
-                data = Path(path).read_bytes()
-                entry = None
-                if folder is not None:
-                    key = hashlib.sha256(data).hexdigest()
-                    entry = folder / key[:2] / f"{key}.npy"
-                    if entry.exists():
-                        try:
-                            rows[i] = np.load(entry)
-                            n_cached += 1
-                            bar.update()
-                            continue
-                        except (OSError, ValueError) as exc:
-                            log.warning("Ignoring damaged cache entry %s (%s)", entry, exc)
-                pending.append((i, load_rgb(data, size), entry))
-            except Exception as exc:  # noqa: BLE001 - any unreadable image is skipped
+                digests[i] = sha256_file(path)
+            except OSError as exc:
                 errors[path] = f"{type(exc).__name__}: {exc}"
-                log.warning("Skipped %s: %s", path, errors[path])
-                bar.update()
                 continue
-            if len(pending) == batch:
-                self._run(pending, rows, batch)
-                bar.update(len(pending))
-                pending = []
-        if pending:
-            # a lone photo (a query searched by itself) goes through alone: padding it to a
-            # full batch cost 20x the time; bulk calls keep the fixed batch shape
-            self._run(pending, rows, 1 if len(files) == 1 else batch)
-            bar.update(len(pending))
+            if self.vector_store_ is not None:
+                rows[i] = self.vector_store_.get(digests[i])
+            if rows[i] is None:
+                todo.append(i)
+        n_cached = len(files) - len(todo) - len(errors)
+        bar.update(len(files) - len(todo))
+        self._lone = len(files) == 1  # a lone photo (a query) is not padded to a full batch
+        n_from_trunk = 0
+        if self.trunk_store_ is not None:
+            acts, bad, n_from_trunk = stored_activations(
+                [files[i] for i in todo], self.trunk_store_, self._run_trunk,
+                int(self.image_size_), int(self.batch_size), [digests[i] for i in todo])
+            errors.update(bad)
+            done = [(i, a) for i, a in zip(todo, acts, strict=True) if a is not None]
+            for lo in range(0, len(done), TOP_BATCH):
+                chunk = done[lo:lo + TOP_BATCH]
+                out = self._run_top(np.stack([a for _, a in chunk]))
+                self._keep(chunk, out, rows, digests)
+                bar.update(len(chunk))
+        else:
+            self._embed_pixels(files, todo, rows, digests, errors, bar)
         bar.close()
+        for path, reason in errors.items():
+            log.warning("Skipped %s: %s", path, reason)
         ok = np.array([r is not None for r in rows], dtype=bool)
         kept = [r for r in rows if r is not None]
         features = (np.vstack(kept).astype(np.float32) if kept
@@ -360,30 +332,63 @@ class Embedder(TransformerMixin, BaseEstimator):
         if self.normalize if normalize is None else normalize:
             features = l2_normalize(features)
         return Embeddings(features=features, ok=ok, errors=errors,
-                          seconds=time.perf_counter() - start, n_cached=n_cached)
+                          seconds=time.perf_counter() - start, n_cached=n_cached,
+                          n_from_trunk=n_from_trunk)
 
-    def _run(self, pending: list[tuple[int, np.ndarray, Path | None]],
-             rows: list[np.ndarray | None], batch: int) -> None:
-        """Embed one batch (padded to ``batch`` so the compiled graph is reused)."""
-        images = np.stack([img for _, img, _ in pending]).astype(np.float32)
-        if len(images) < batch:
-            pad = np.zeros((batch - len(images), *images.shape[1:]), np.float32)
-            images = np.concatenate([images, pad])
-        out = self._forward(images)
-        if self.flip:
-            out = (out + self._forward(images[:, :, ::-1])) / 2
-        for (i, _, entry), row in zip(pending, out, strict=False):
+    def _embed_pixels(self, files: list[str], todo: list[int], rows: list[np.ndarray | None],
+                      digests: list[str], errors: dict[str, str], bar: Any) -> None:
+        """The whole network on the decoded photos, in fixed-size batches."""
+        pending: list[tuple[int, np.ndarray]] = []
+        for i in todo:
+            try:
+                pending.append((i, load_rgb(files[i], int(self.image_size_))))
+            except Exception as exc:  # noqa: BLE001 - any unreadable image is skipped
+                errors[files[i]] = f"{type(exc).__name__}: {exc}"
+                bar.update()
+            if len(pending) == int(self.batch_size) or (pending and i == todo[-1]):
+                images = self._padded(np.stack([img for _, img in pending]))
+                out = self._forward(images)
+                if self.flip:
+                    out = (out + self._forward(images[:, :, ::-1])) / 2
+                self._keep(pending, out, rows, digests)
+                bar.update(len(pending))
+                pending = []
+
+    def _keep(self, done: Sequence[tuple[int, Any]], out: np.ndarray,
+              rows: list[np.ndarray | None], digests: list[str]) -> None:
+        for (i, _), row in zip(done, out, strict=False):
             rows[i] = row
-            if entry is not None:
-                with atomic_write(entry, "wb") as fh:
-                    np.save(fh, row)
+            if self.vector_store_ is not None:
+                self.vector_store_.put(digests[i], row)
+
+    def _padded(self, images: np.ndarray) -> np.ndarray:
+        """Pad a batch to ``batch_size`` so the compiled graph is reused (not a lone photo:
+        padding it to a full batch cost 20x the time)."""
+        x = np.asarray(images, np.float32)
+        batch = 1 if getattr(self, "_lone", False) else int(self.batch_size)
+        if len(x) < batch:
+            x = np.concatenate([x, np.zeros((batch - len(x), *x.shape[1:]), np.float32)])
+        return x
+
+    def _run_trunk(self, pixels: np.ndarray) -> np.ndarray:
+        """Trunk activations of a batch of pixels (0-255)."""
+        x = self.preprocess_(np.array(self._padded(pixels), dtype=np.float32, copy=True))
+        return np.asarray(self.trunk_.predict_on_batch(x), np.float32)[:len(pixels)]
+
+    def _run_top(self, activations: np.ndarray) -> np.ndarray:
+        """Vectors of a batch of trunk activations (the top of the network and the pooling)."""
+        x = np.asarray(activations, np.float32)
+        n = len(x)
+        if n < TOP_BATCH and not getattr(self, "_lone", False):
+            x = np.concatenate([x, np.zeros((TOP_BATCH - n, *x.shape[1:]), np.float32)])
+        out = np.asarray(self.top_.predict_on_batch(x), np.float32)[:n]
+        return pool_maps(out, self.pooling, self.gem_p) if out.ndim == 4 else out
 
     def _forward(self, images: np.ndarray) -> np.ndarray:
         # a copy: Keras' preprocess_input works in place on NumPy arrays
         x = np.array(images, dtype=np.float32, copy=True)
         out = np.asarray(self.model_.predict_on_batch(self.preprocess_(x)), np.float32)
         if out.ndim == 4:
-
             out = pool_maps(out, self.pooling, self.gem_p)
         return out
 
@@ -400,56 +405,3 @@ class Embedder(TransformerMixin, BaseEstimator):
         if str(self.backbone).lower() == CLASSIFIER:
             return f"classifier {Path(self.model_path).name}"
         return f"{self.backbone} {self.image_size_}px"
-
-    # -- the classifier's categories ---------------------------------------------------------
-
-    def predict_proba(self, raw_features: np.ndarray) -> np.ndarray:
-        """Class probabilities from raw (un-normalised) pooled features of a classifier.
-
-        Runs only the layers after the pooled one (dropout is inactive), so the images do not
-        go through the network a second time.
-
-        Parameters
-        ----------
-        raw_features : ndarray of shape (n, dim)
-            From ``extract(files, normalize=False)``.
-
-        Returns
-        -------
-        ndarray of shape (n, n_classes)
-        """
-        self._check_fitted()
-        if not self.head_layers_:
-            raise ConfigError("predict_proba needs backbone='classifier' (a fine-tuned model "
-                              "with a category head).")
-        x = np.asarray(raw_features, np.float32)
-        for lay in self.head_layers_:
-            x = lay(x, training=False)
-        return np.asarray(x, dtype=np.float32)
-
-    def top_k(self, files: Sequence[str | os.PathLike[str]],
-              k: int = 3) -> dict[str, list[tuple[str, float]]]:
-        """The classifier's ``k`` most probable categories of each readable file.
-
-        Parameters
-        ----------
-        files : sequence of path-like
-            Images (embedded once; cached vectors are reused).
-        k : int
-            Categories per image.
-
-        Returns
-        -------
-        dict
-            ``{path: [(label, probability), ...]}``, most probable first.
-        """
-        files = [os.fspath(f) for f in files]
-        result = self.extract(files, normalize=False)
-        proba = self.predict_proba(result.features)
-        labels = self.classes_ or [str(i) for i in range(proba.shape[1])]
-        kept = [f for f, ok in zip(files, result.ok, strict=True) if ok]
-        table = {}
-        for path, p in zip(kept, proba, strict=True):
-            order = np.argsort(-p, kind="stable")[:k]
-            table[path] = [(labels[j], float(p[j])) for j in order]
-        return table

@@ -211,8 +211,8 @@ def feature_sets(
     classifier_model : path-like
         The ``.keras`` file of notebook 03.
     cache_dir : path-like, optional
-        Cache root: CNN vectors go to ``<cache_dir>/embeddings``, haralick rows to
-        ``<cache_dir>/haralick``.
+        Cache root: CNN vectors go to ``<cache_dir>/embeddings``, Xception trunk activations
+        to ``<cache_dir>/trunk``, haralick rows to ``<cache_dir>/haralick``.
     batch_size : int
     progress : bool
     pooling : {"avg", "gem", "max"}
@@ -253,13 +253,13 @@ def feature_sets(
                                        f"{classifier_model!r} (train it with notebook 03)")
                 continue
             embedder = Embedder(CLASSIFIER, model_path=classifier_model, batch_size=batch_size,
-                                cache_dir=cache / "embeddings" if cache else None,
+                                cache_dir=cache,
                                 progress=progress, flip=flip).fit()
             note = f"fine-tuned Xception {Path(classifier_model).name}, {embedder.image_size_} px"
         else:
             embedder = Embedder(name, weights=weights, image_size=image_size,
                                 batch_size=batch_size, progress=progress, pooling=pooling,
-                                flip=flip, cache_dir=cache / "embeddings" if cache else None).fit()
+                                flip=flip, cache_dir=cache).fit()
             w = embedder.weights_
             how = f"{embedder.image_size_} px, {pooling} pooling{', flip' if flip else ''}"
             note = (f"{name} ImageNet, {how}" if w is not None

@@ -103,7 +103,7 @@ class SearchEngine:
     def embedder(self) -> Any:
         """The recipe's embedder (built once)."""
         if getattr(self, "_embedder", None) is None:
-            self._embedder = self.recipe_.embedder(self._cache("embeddings"), self.progress)
+            self._embedder = self.recipe_.embedder(self.cache_dir, self.progress)
         return self._embedder
 
     def local_features(self) -> Any:
