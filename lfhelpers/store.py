@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,7 @@ class ContentStore:
                 return np.load(entry, allow_pickle=False)
             with np.load(entry, allow_pickle=False) as data:
                 return {name: data[name] for name in data.files}
-        except (OSError, ValueError, EOFError, KeyError) as exc:
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
             self.set_aside(digest, f"{type(exc).__name__}: {exc}")
             return None
 

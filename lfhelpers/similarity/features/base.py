@@ -4,8 +4,9 @@
 (:mod:`.color`) features: the input of ``transform`` is a
 sequence of image files (or decoded ``uint8`` arrays), the output one row per image. A subclass
 names a module-level function ``row(image, **options) -> ndarray`` and its checked options; the
-base class decodes each image (shrunk to ``max_side``), runs the function in parallel, caches
-each row on disk under the file's content hash and the options, and reports unreadable images.
+base class decodes each image (shrunk to ``max_side``), runs the function in parallel, keeps
+each row in the workbook's content-addressed store (:class:`lfhelpers.store.ContentStore`,
+under the file's content hash and a digest of the options), and reports unreadable images.
 :class:`CombinedFeatures` is a :class:`~sklearn.pipeline.FeatureUnion` of such transformers
 (texture + color) that can also skip unreadable images.
 
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import time
@@ -47,8 +47,8 @@ from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
 from lfhelpers.errors import ConfigError, DataError
-from lfhelpers.fsutil import atomic_write
 from lfhelpers.images import load_array
+from lfhelpers.store import ContentStore, spec_digest
 
 log = logging.getLogger(__name__)
 
@@ -162,24 +162,17 @@ def content_key(item: Any) -> tuple[str, bytes | np.ndarray]:
     return hashlib.sha256(data).hexdigest(), data
 
 
-def _cached_row(item: Any, cache_dir: str) -> np.ndarray | None:
+def _cached_row(item: Any, store: ContentStore) -> np.ndarray | None:
     """The cached features of ``item``, or ``None`` (not cached, unreadable, damaged entry)."""
     try:
         key, _ = content_key(item)
     except OSError:
         return None  # the worker reports why the file cannot be read
-    cache_file = Path(cache_dir) / key[:2] / f"{key}.npy"
-    if not cache_file.exists():
-        return None
-    try:
-        return np.load(cache_file)
-    except (OSError, ValueError) as exc:
-        log.warning("Ignoring damaged cache entry %s (%s); recomputing.", cache_file, exc)
-        return None
+    return store.get(key)
 
 
 def _features_of(item: Any, row_function: Callable[..., np.ndarray], options: dict[str, Any],
-                 max_side: int | None, cache_dir: str | None
+                 max_side: int | None, store: ContentStore | None
                  ) -> tuple[np.ndarray | None, str | None]:
     """Worker: features of one image -> (row or None, reason when skipped); fills the cache."""
     try:
@@ -187,9 +180,8 @@ def _features_of(item: Any, row_function: Callable[..., np.ndarray], options: di
         row = row_function(load_array(payload, max_side), **options)
         if not np.all(np.isfinite(row)):
             return None, "features are not finite (a flat or tiny image?)"
-        if cache_dir is not None:
-            with atomic_write(Path(cache_dir) / key[:2] / f"{key}.npy", "wb") as fh:
-                np.save(fh, row)
+        if store is not None:
+            store.put(key, row)
         return row, None
     except (ConfigError, MemoryError):
         raise
@@ -270,11 +262,13 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
         """Library versions that change the rows (part of the cache key)."""
         return {}
 
+    def _spec(self) -> dict[str, Any]:
+        return {"kind": type(self).__name__, **self._options(), "max_side": self._max_side(),
+                **self._versions(), "version": _CACHE_VERSION}
+
     def cache_key(self) -> str:
         """Name of the cache sub-folder for these options."""
-        spec = {"kind": type(self).__name__, **self._options(), "max_side": self._max_side(),
-                **self._versions(), "version": _CACHE_VERSION}
-        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+        return spec_digest(self._spec())
 
     def fit(self, X: Any = None, y: Any = None) -> ImageFeatures:
         """Check the options; nothing is learned. Returns ``self``."""
@@ -309,17 +303,9 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
                 f"{type(self).__name__}.extract(), which skips them and returns a mask.")
         return result.features
 
-    def _cache_folder(self, options: dict[str, Any], max_side: int | None) -> str | None:
-        if self.cache_dir is None:
-            return None
-        folder = Path(self.cache_dir) / self.cache_key()
-        folder.mkdir(parents=True, exist_ok=True)
-        spec = folder / "options.json"
-        if not spec.exists():
-            with atomic_write(spec) as fh:
-                json.dump({"kind": type(self).__name__, **options, "max_side": max_side,
-                           **self._versions()}, fh, indent=2)
-        return str(folder)
+    def _store(self) -> ContentStore | None:
+        """Where the rows are kept: ``<cache_dir>/<cache_key>/`` (``None`` without a cache)."""
+        return None if self.cache_dir is None else ContentStore.under(self.cache_dir, self._spec())
 
     def extract(self, X: Sequence[Any]) -> Extraction:
         """Features of each readable image; unreadable ones are skipped with a logged reason.
@@ -337,15 +323,15 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
         """
         items = [x if isinstance(x, np.ndarray) else os.fspath(x) for x in X]
         options, max_side = self._options(), self._max_side()
-        cache_dir = self._cache_folder(options, max_side)
+        store = self._store()
         start = time.perf_counter()
         found: dict[int, np.ndarray] = {}
         errors: dict[str, str] = {}
         bar = tqdm(total=len(items), desc=self._description, unit="img",
                    disable=not self.progress or len(items) <= 1)
-        if cache_dir is not None:  # cache hits need no workers
+        if store is not None:  # cache hits need no workers
             for i, item in enumerate(items):
-                row = _cached_row(item, cache_dir)
+                row = _cached_row(item, store)
                 if row is not None:
                     found[i] = row
                     bar.update()
@@ -358,7 +344,7 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
             n_jobs = -1 if on_dask else (1 if len(pending) <= 1 else self.n_jobs)
             results = Parallel(n_jobs=n_jobs, return_as="generator")(
                 delayed(_features_of)(items[i], type(self)._row_function, options, max_side,
-                                      cache_dir) for i in pending)
+                                      store) for i in pending)
             for i, (row, reason) in zip(pending, results, strict=True):
                 bar.update()
                 if row is None:

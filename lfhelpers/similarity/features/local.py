@@ -11,9 +11,10 @@ Storage is compact: SIFT descriptors are integers 0-255 in OpenCV, so they are k
 root; Arandjelović & Zisserman, CVPR 2012) only when they are compared
 (:meth:`Keypoints.matching_descriptors`). ORB descriptors are 32-byte binary strings.
 
-:class:`LocalFeatures` caches one ``.npz`` per photo and option set, named by the SHA-256 of
-the photo's bytes; a damaged, truncated or outdated cache file is recomputed with a logged
-warning.
+:class:`LocalFeatures` keeps one ``.npz`` per photo and option set in the workbook's
+content-addressed store (:class:`lfhelpers.store.ContentStore`), named by the SHA-256 of the
+photo's bytes; a damaged or truncated file is set aside and recomputed, an outdated one
+recomputed, each with a logged warning.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import json
 import logging
 import os
 import time
-import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,8 +33,9 @@ import cv2
 import numpy as np
 
 from lfhelpers.errors import ConfigError, DataError
-from lfhelpers.fsutil import atomic_write, sha256_file
+from lfhelpers.fsutil import sha256_file
 from lfhelpers.images import open_image
+from lfhelpers.store import ContentStore
 
 log = logging.getLogger(__name__)
 
@@ -256,15 +257,16 @@ class LocalFeatures:
                 "n_features": int(self.n_features), "version": FORMAT_VERSION,
                 "opencv": cv2.__version__.split(".")[0]}
 
-    def _folder(self) -> Path | None:
+    def _store(self) -> ContentStore | None:
         if self.cache_dir is None:
             return None
-        return Path(self.cache_dir) / f"{self.method}-{int(self.max_side)}-{int(self.n_features)}"
+        folder = Path(self.cache_dir) / f"{self.method}-{int(self.max_side)}-{int(self.n_features)}"
+        return ContentStore(folder, self.options(), suffix=".npz")
 
     def cache_path(self, digest: str) -> Path | None:
         """Cache file of a photo with this SHA-256 (``None`` without a cache)."""
-        folder = self._folder()
-        return None if folder is None else folder / digest[:2] / f"{digest}.npz"
+        store = self._store()
+        return None if store is None else store.path(digest)
 
     # -- extraction ------------------------------------------------------------------------
 
@@ -354,17 +356,17 @@ class LocalFeatures:
         except OSError as exc:
             return self._failed(path, DataError(
                 f"Cannot read {path}: {exc.strerror or exc}.")), False
-        entry = self.cache_path(digest)
-        if entry is not None and entry.exists():
-            cached = self._read(entry, digest)
+        store = self._store()
+        if store is not None:
+            cached = self._read(store, digest)
             if cached is not None:
                 return cached, True
         try:
             kp = self.describe(path)
         except DataError as exc:
             return self._failed(path, exc), False
-        if entry is not None:
-            self._write(entry, digest, kp)
+        if store is not None:
+            self._write(store, digest, kp)
         return kp, False
 
     def _failed(self, path: str, exc: DataError) -> Keypoints:
@@ -378,21 +380,22 @@ class LocalFeatures:
     def _meta(self, digest: str) -> dict[str, Any]:
         return {**self.options(), "sha256": digest}
 
-    def _write(self, entry: Path, digest: str, kp: Keypoints) -> None:
+    def _write(self, store: ContentStore, digest: str, kp: Keypoints) -> None:
         meta = {**self._meta(digest), "image_size": list(kp.image_size), "scale": kp.scale}
-        with atomic_write(entry, "wb") as fh:
-            np.savez(fh, xy=kp.xy, descriptors=kp.descriptors,
-                     meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+        store.put(digest, {"xy": kp.xy, "descriptors": kp.descriptors,
+                           "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)})
 
-    def _read(self, entry: Path, digest: str) -> Keypoints | None:
+    def _read(self, store: ContentStore, digest: str) -> Keypoints | None:
+        data = store.get(digest)  # a damaged file is set aside (logged) and reads as None
+        if data is None:
+            return None
+        entry = store.path(digest)
         try:
-            with np.load(entry, allow_pickle=False) as data:
-                meta = json.loads(bytes(data["meta"]).decode())
-                xy = np.asarray(data["xy"], np.float32)
-                desc = np.asarray(data["descriptors"], np.uint8)
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
-                UnicodeDecodeError) as exc:
-            log.warning("Recomputing the damaged cache file %s (%s).", entry, exc)
+            meta = json.loads(bytes(data["meta"]).decode())
+            xy = np.asarray(data["xy"], np.float32)
+            desc = np.asarray(data["descriptors"], np.uint8)
+        except (KeyError, ValueError) as exc:
+            store.set_aside(digest, f"{type(exc).__name__}: {exc}")
             return None
         expected = self._meta(digest)
         if any(meta.get(k) != v for k, v in expected.items()):
