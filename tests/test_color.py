@@ -302,7 +302,7 @@ def test_palettes_that_should_not_be_trusted_are_flagged(namer):
     image, mask = np.zeros((4, 4, 3), np.uint8), np.ones((4, 4), bool)
     advert = color.Palette([color.ColorShare("black", 0.6, (10, 10, 10)),
                             color.ColorShare("red-ish", 0.4, (200, 20, 20))],
-                           mask_share=0.5, method="centre", image=image, mask=mask)
+                           mask_share=0.5, method="center", image=image, mask=mask)
     assert advert.warnings() == [
         "background not told apart: the centre of the photo was named",
         "red-ish 40% beside a black main color: either may be the item's"]

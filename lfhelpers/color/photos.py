@@ -73,7 +73,7 @@ class Palette:
         Fraction of the (opaque) photo taken as the item (the item mask's share).
     method : str
         How the item was separated: ``"alpha"`` (transparency), ``"border"`` (background
-        model from the border), ``"centre"`` (fallback: item as big as the background or of
+        model from the border), ``"center"`` (fallback: item as big as the background or of
         the same color), ``"all"`` (tiny image or ``method="none"``).
     image : ndarray
         The analysed (downscaled) RGB image.
@@ -101,7 +101,7 @@ class Palette:
 
         * the item mask covers less than :data:`SMALL_MASK_SHARE` of the photo: the colors are
           a detail's (a handle, a logo) or the background's, not the item's;
-        * no background was told apart (``method == "centre"``): the centre of the photo was
+        * no background was told apart (``method == "center"``): the center of the photo was
           named, whatever is there;
         * a white/black/grey main color beside a chromatic color (not grey-ish) of at least
           :data:`CHROMATIC_RUNNER_UP_SHARE` (a red cup on a black advert): either may be the
@@ -114,7 +114,7 @@ class Palette:
         notes = []
         if self.mask_share < SMALL_MASK_SHARE:
             notes.append(f"item mask covers only {self.mask_share:.0%} of the photo")
-        if self.method == "centre":
+        if self.method == "center":
             notes.append("background not told apart: the centre of the photo was named")
         runners = [c for c in self.colors[1:] if c.name not in (*NEUTRAL_NAMES, "grey-ish")
                    and c.share >= CHROMATIC_RUNNER_UP_SHARE]
@@ -191,7 +191,7 @@ def item_mask(
     mask : ndarray of bool, (H, W)
         True on the item.
     how : str
-        ``"alpha"``, ``"border"``, ``"centre"`` or ``"all"``.
+        ``"alpha"``, ``"border"``, ``"center"`` or ``"all"``.
     """
     if method not in ("border", "grabcut", "none"):
         raise ConfigError(f"Unknown background method {method!r}; use 'border', 'grabcut' "
@@ -242,7 +242,7 @@ def item_mask(
         return mask, "border"
     centre = np.zeros((h, w), bool)
     centre[h // 4: h - h // 4, w // 4: w - w // 4] = True
-    return centre, "centre"
+    return centre, "center"
 
 
 def _grabcut_refine(rgb: np.ndarray, mask: np.ndarray, strip: np.ndarray,
