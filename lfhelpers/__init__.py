@@ -10,6 +10,8 @@ plots       matplotlib helpers (CJK fonts, bar charts, image grids)
 paths       the project folder that relative paths refer to
 metrics     ``metrics.json`` of a run
 fsutil      atomic writes and content hashes
+store       the one content-addressed store of per-photo results (trunk activations,
+            embeddings, hand-made and local features, palettes)
 http        the one HTTP retry policy (requests + urllib3 Retry), for downloads and the crawler
 errors      the exception types a user can act on
 

@@ -2,6 +2,8 @@
 
 backbones   weights resolution (``imagenet`` | file | ``none`` | ``auto``), building any Keras
             application, seeding, the ``tf.distribute`` strategy (shared with the embeddings)
+trunk       the one store of Xception trunk activations (by backbone, size, layer, weights),
+            shared by notebook 03, the embeddings of 06 and 07, and the audit
 features    the frozen trunk run once per photo (:class:`FeatureCache`), on Keras or OpenVINO
 xception    :class:`XceptionClassifier` (fit, predict_proba, evaluate, save, load)
 evaluation  scikit-learn scores, comparison and top-k tables, learning curves, mistake gallery

@@ -9,6 +9,7 @@ features/     what a photo becomes
     color       colour histograms (the book's chist and CIELAB), texture + colour as one union
     pooling     average, max and GeM pooling of a CNN's feature maps
     cnn         CNN embeddings from any Keras application or the fine-tuned classifier
+    network     where those networks are cut (the trunk store's layer); the classifier's head
     registry    the extractor registry: names -> vectors, and which extractor searches
     local       local keypoints and descriptors (RootSIFT) for same-item matching
 search/       finding found items for a lost photo
