@@ -354,6 +354,38 @@ def test_unreadable_image_raises_data_error(tmp_path, namer):
     assert color.extract_palettes([bad], namer, progress=False) == [None]
 
 
+def test_kept_palettes_equal_fresh_ones_and_are_named_by_the_model_given(tmp_path, namer,
+                                                                          monkeypatch):
+    """Notebooks 06 and 07 cluster a photo's colors once; the names still follow the model."""
+    from PIL import Image
+
+    from lfhelpers.color import photos
+
+    files = []
+    for i, rgb in enumerate([(200, 30, 30), (30, 30, 200), (240, 240, 240)]):
+        img = np.full((60, 60, 3), 250, np.uint8)
+        img[15:45, 15:45] = rgb
+        Image.fromarray(img).save(tmp_path / f"p{i}.png")
+        files.append(tmp_path / f"p{i}.png")
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a photo")
+    fresh = [color.dominant_colors(f, namer) for f in files]
+    first = color.extract_palettes(files + [bad], namer, progress=False, cache_dir=tmp_path / "c")
+    assert first[-1] is None
+    monkeypatch.setattr(photos, "item_clusters", lambda *a, **k: pytest.fail("recomputed"))
+    kept = color.extract_palettes(files, namer, progress=False, cache_dir=tmp_path / "c")
+    assert [p.describe() for p in kept] == [p.describe() for p in fresh]
+    assert [p.colors[0].rgb for p in kept] == [p.colors[0].rgb for p in fresh]
+
+    class Everything:  # another model: every chromatic color is called green-ish
+        def predict(self, rgb):
+            return np.array(["green-ish"] * len(rgb))
+
+    renamed = color.extract_palettes(files, Everything(), progress=False,
+                                     cache_dir=tmp_path / "c")
+    assert renamed[0].main.name == "green-ish" and renamed[2].main.name == "white"
+
+
 def test_sample_gallery_spreads_over_classes():
     import pandas as pd
 

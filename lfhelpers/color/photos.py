@@ -300,6 +300,23 @@ def dominant_colors(
     DataError
         When the image cannot be read.
     """
+    clusters = item_clusters(image, n_colors, method, max_side, seed)
+    centres = clusters["centres"]
+    if hue_model is None and not all(neutral_names(rgb_to_lab(centres)) != ""):
+        hue_model = default_color_namer()
+    return _named_palette(clusters, name_colors(centres, hue_model), min_share)
+
+
+def item_clusters(image: Any, n_colors: int = 3, method: str = "border", max_side: int = 128,
+                  seed: int = 0) -> dict[str, Any]:
+    """The part of :func:`dominant_colors` that needs no color-name model (and can be kept).
+
+    Returns
+    -------
+    dict
+        ``centres`` (k, 3) mean RGB of each k-means cluster of the item's pixels, ``shares``
+        (k,), ``mask_share``, ``method`` (how the item was separated), ``image`` and ``mask``.
+    """
     rgb, alpha = _rgb_and_alpha(image, max_side)
     mask, how = item_mask(rgb, alpha, method=method)
     pixels = rgb[mask].astype(np.float32)
@@ -310,13 +327,15 @@ def dominant_colors(
         labels = np.zeros(len(lab), int)
     else:
         labels, _ = kmeans(lab, k, seed=seed)
-    centres = np.array([pixels[labels == c].mean(0) for c in range(k)])
-    shares = np.bincount(labels, minlength=k) / len(labels)
-    if hue_model is None and not all(neutral_names(rgb_to_lab(centres)) != ""):
-        hue_model = default_color_namer()
-    names = name_colors(centres, hue_model)
+    return {"centres": np.array([pixels[labels == c].mean(0) for c in range(k)]),
+            "shares": np.bincount(labels, minlength=k) / len(labels),
+            "mask_share": float(mask.mean()), "method": how, "image": rgb, "mask": mask}
+
+
+def _named_palette(clusters: dict[str, Any], names: Sequence[str], min_share: float) -> Palette:
+    """Merge the clusters that got the same name; drop colors under ``min_share``."""
     merged: dict[str, list[float]] = {}
-    for name, share, centre in zip(names, shares, centres, strict=True):
+    for name, share, centre in zip(names, clusters["shares"], clusters["centres"], strict=True):
         acc = merged.setdefault(name, [0.0, 0.0, 0.0, 0.0])
         acc[0] += share
         acc[1:] = [a + share * c for a, c in zip(acc[1:], centre, strict=True)]
@@ -328,8 +347,9 @@ def dominant_colors(
     total = sum(c.share for c in kept)
     for c in kept:
         c.share /= total
-    return Palette(colors=kept, mask_share=float(mask.mean()), method=how, image=rgb,
-                   mask=mask)
+    return Palette(colors=kept, mask_share=float(clusters["mask_share"]),
+                   method=str(clusters["method"]), image=clusters["image"],
+                   mask=clusters["mask"])
 
 
 def _rgb_and_alpha(image: Any, max_side: int | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -364,69 +384,58 @@ def extract_palettes(
     progress : bool
         tqdm bar.
     cache_dir : path-like, optional
-        The cache root: palettes are kept in its ``palettes/`` folder
-        (:class:`lfhelpers.store.ContentStore`, by photo content and a digest of the model and
-        the options), so notebooks 06 and 07 name each photo's colors once. A palette read
-        back has no ``image`` or ``mask`` (empty arrays).
+        The cache root: each photo's color clusters (what needs no color-name model) are kept
+        in its ``palettes/`` folder (:class:`lfhelpers.store.ContentStore`, by photo content
+        and the options), so notebooks 06 and 07 cluster each photo once, whatever model
+        names the colors. A palette read back has no ``image`` or ``mask`` (empty arrays).
     **kwargs
-        Passed to :func:`dominant_colors`.
+        ``method``, ``max_side``, ``min_share`` of :func:`dominant_colors`.
 
     Returns
     -------
     list of Palette or None
     """
+    options = {"n_colors": int(n_colors), "method": kwargs.pop("method", "border"),
+               "max_side": int(kwargs.pop("max_side", 128)), "seed": int(seed)}
+    min_share = float(kwargs.pop("min_share", 0.02))
+    if kwargs:
+        raise ConfigError(f"Unknown options for dominant_colors: {sorted(kwargs)}.")
     store = None
     if cache_dir:
-        import hashlib
-        import pickle
-
+        from lfhelpers.fsutil import sha256_file
         from lfhelpers.store import ContentStore
 
-        model = hashlib.sha256(pickle.dumps(hue_model)).hexdigest()[:16]
-        spec = {"what": "color palettes", "model": model, "n_colors": int(n_colors),
-                "seed": int(seed), "options": kwargs, "version": PALETTE_VERSION}
+        spec = {"what": "item color clusters", **options, "version": PALETTE_VERSION}
         store = ContentStore.under(Path(cache_dir) / "palettes", spec, suffix=".npz")
-    out: list[Palette | None] = []
+    found: list[dict[str, Any] | None] = []
     for file in tqdm(files, desc="palettes", disable=not progress):
-        digest = None
-        if store is not None:
-            from lfhelpers.fsutil import sha256_file
-
-            try:
-                digest = sha256_file(file)
-            except OSError as exc:
-                log.warning("skipped %s: %s", file, exc)
-                out.append(None)
-                continue
-            entry = store.get(digest)
-            if entry is not None:
-                out.append(_palette_from_arrays(entry))
-                continue
         try:
-            palette = dominant_colors(file, hue_model, n_colors=n_colors, seed=seed, **kwargs)
-        except DataError as exc:
+            digest = sha256_file(file) if store is not None else None
+            entry = store.get(digest) if store is not None else None
+            if entry is not None:
+                found.append({**entry, "method": str(entry["method"]),
+                              "image": np.zeros((0, 0, 3), np.uint8),
+                              "mask": np.zeros((0, 0), bool)})
+                continue
+            clusters = item_clusters(file, **options)
+        except (DataError, OSError) as exc:
             log.warning("skipped %s: %s", file, exc)
-            out.append(None)
+            found.append(None)
             continue
-        if store is not None and digest is not None:
-            store.put(digest, _palette_arrays(palette))
-        out.append(palette)
-    return out
-
-
-def _palette_arrays(palette: Palette) -> dict[str, np.ndarray]:
-    return {"names": np.array([c.name for c in palette.colors], dtype=str),
-            "shares": np.array([c.share for c in palette.colors], np.float64),
-            "rgb": np.array([c.rgb for c in palette.colors], np.int64).reshape(-1, 3),
-            "mask_share": np.array(palette.mask_share), "method": np.array(palette.method)}
-
-
-def _palette_from_arrays(entry: dict[str, np.ndarray]) -> Palette:
-    colors = [ColorShare(str(n), float(s), tuple(int(v) for v in rgb))  # type: ignore[arg-type]
-              for n, s, rgb in zip(entry["names"], entry["shares"], entry["rgb"], strict=True)]
-    return Palette(colors=colors, mask_share=float(entry["mask_share"]),
-                   method=str(entry["method"]), image=np.zeros((0, 0, 3), np.uint8),
-                   mask=np.zeros((0, 0), bool))
+        if store is not None:
+            store.put(digest, {k: np.asarray(clusters[k]) for k in
+                               ("centres", "shares", "mask_share", "method")})
+        found.append(clusters)
+    # the names of every photo's clusters in one call of the model
+    kept = [c for c in found if c is not None]
+    centres = (np.vstack([c["centres"] for c in kept]) if kept
+               else np.zeros((0, 3), np.float32))
+    if hue_model is None and not all(neutral_names(rgb_to_lab(centres)) != ""):
+        hue_model = default_color_namer()
+    names = iter(name_colors(centres, hue_model) if len(centres) else [])
+    return [None if c is None else
+            _named_palette(c, [next(names) for _ in range(len(c["centres"]))], min_share)
+            for c in found]
 
 
 def palette_table(labels: Sequence[str], files: Sequence[str | os.PathLike[str]],
