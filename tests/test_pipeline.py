@@ -273,6 +273,17 @@ def test_cached_reruns_rerun_only_what_changed(chain, tmp_path, capsys):
     assert read_metrics(out)["03_end"]["res"] == "edited 1.0*2"
 
 
+def test_a_declared_output_the_run_had_no_cause_to_make_does_not_rerun_it(chain, tmp_path):
+    """01 given a local folder as its source makes no raw_dir copy: a rerun stays cached."""
+    nbdir, profiles = chain
+    graph = profiles.with_name("graph.yaml")
+    graph.write_text(CHAIN_GRAPH.replace('04_side:\n', '04_side:\n  writes: ["{data_dir}_copy"]\n'))
+    out = tmp_path / "run"
+    assert set(_run(chain, out).values()) == {"ok"}
+    assert not (out / "data_copy").exists()
+    assert set(_run(chain, out).values()) == {"cached"}
+
+
 def test_force_all_or_listed_and_dry_run_says_why(chain, tmp_path):
     from lfhelpers.pipeline import format_plan
 

@@ -335,13 +335,19 @@ def changes(old: Mapping[str, Any], new: Mapping[str, Any], show: Any = str) -> 
 
 
 def missing_outputs(record: Mapping[str, Any]) -> list[str]:
-    """The recorded write paths that no longer exist."""
+    """The recorded write paths that no longer exist (the run made all of them)."""
     return [p for p in record.get("writes", []) if not Path(p).exists()]
 
 
 def save_record(out: Path, stem: str, print_: Mapping[str, Any], seconds: float) -> dict:
-    """Store a successful run's fingerprint with a fresh stamp; return the record."""
-    record = {**print_, "stamp": uuid.uuid4().hex, "seconds": round(seconds, 1),
+    """Store a successful run's fingerprint with a fresh stamp; return the record.
+
+    Only the declared writes that exist after the run are recorded as its outputs: a notebook
+    that had no cause to make one (01 reading a local folder makes no ``raw_dir`` copy) is not
+    run again for its absence.
+    """
+    record = {**print_, "writes": [p for p in print_.get("writes", []) if Path(p).exists()],
+              "stamp": uuid.uuid4().hex, "seconds": round(seconds, 1),
               "finished_utc": datetime.now(UTC).isoformat(timespec="seconds")}
     write_json(record_path(out, stem), record)
     return record
