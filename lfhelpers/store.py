@@ -134,3 +134,40 @@ class ContentStore:
 
     def __len__(self) -> int:
         return sum(1 for _ in self.folder.glob(f"??/*{self.suffix}"))
+
+
+def kept_results(cache_dir: str | os.PathLike[str] | None, folder: str,
+                 *modules: Any) -> Any:
+    """A :class:`joblib.Memory` that keeps a step's results under ``<cache_dir>/<folder>``.
+
+    For steps whose result depends on their arguments and on code, not on the photos a rerun
+    added (notebook 04's cross-validation of color models, the leak demo's training, 05's
+    texture evaluation): ``joblib`` names a result by the function, its source and its
+    arguments (arrays and frames hashed by content); the source files of ``modules`` name the
+    sub-folder, so a change of the code they hold starts afresh.
+
+    Parameters
+    ----------
+    cache_dir : path-like or None
+        The cache root; ``None`` or ``""``: nothing is kept (``Memory(None)`` calls through).
+    folder : str
+        Sub-folder of ``cache_dir``.
+    *modules : module
+        Modules (or packages: every ``.py`` file of the package's folder) whose code the
+        results depend on.
+
+    Returns
+    -------
+    joblib.Memory
+    """
+    from joblib import Memory
+
+    if not cache_dir:
+        return Memory(None, verbose=0)
+    digest = hashlib.sha256()
+    for module in modules:
+        path = Path(module.__file__)
+        files = sorted(path.parent.glob("*.py")) if path.name == "__init__.py" else [path]
+        for file in files:
+            digest.update(file.read_bytes())
+    return Memory(Path(cache_dir) / folder / digest.hexdigest()[:16], verbose=0)

@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from sklearn.pipeline import FeatureUnion, make_pipeline
@@ -140,6 +141,26 @@ def test_compare_features_scores_each_set_on_the_same_photos(image_set):
                              "texture": extractors["texture"]}, files[:3])
     assert speed.loc["tutorial", "speedup"] == pytest.approx(1.0)
     assert (speed["photos"] == 3).all()
+
+
+def test_kept_evaluations_are_not_refitted_on_the_same_photos(tmp_path, image_set,
+                                                               monkeypatch):
+    """Notebook 05 rerun on the same sample reads its leave-one-out scores."""
+    from sklearn.linear_model import LogisticRegression
+
+    files, labels = image_set
+    extractors = {"color": ColorHistogram(progress=False)}
+    first = compare_features(extractors, files, labels, seed=0, cache_dir=tmp_path)
+
+    def refit(*args, **kwargs):
+        raise AssertionError("refitted")
+
+    monkeypatch.setattr(LogisticRegression, "fit", refit)
+    again = compare_features(extractors, files, labels, seed=0, cache_dir=tmp_path)
+    scores = ["loocv_accuracy", "cv5_accuracy"]  # the extraction's seconds differ: cache hits
+    pd.testing.assert_frame_equal(first.table[scores], again.table[scores])
+    with pytest.raises(ValueError, match="fits failed"):  # other labels: scored afresh
+        compare_features(extractors, files, list(reversed(labels)), seed=0, cache_dir=tmp_path)
 
 
 def test_cache_hits_are_not_counted_as_extraction_speed(tmp_path, image_set):

@@ -462,6 +462,19 @@ def test_tutorial_leak_demo_counts_copies_in_training(data):
     assert "memory, not skill" in leak_lesson(table)
 
 
+def test_kept_leak_demo_is_not_trained_again(data, tmp_path, monkeypatch):
+    """Notebook 03 rerun for new item photos reads the demo's table instead of training."""
+    from lfhelpers.models import leak
+
+    settings = dict(image_size=32, angles=(0,), mirror=False, epochs=1, batch_size=32, seed=3,
+                    progress=False, cache_dir=tmp_path)
+    table = tutorial_leak_demo(data, **settings)
+    monkeypatch.setattr(leak, "tutorial_cnn", lambda *a, **k: pytest.fail("trained again"))
+    pd.testing.assert_frame_equal(tutorial_leak_demo(data, **settings), table)
+    with pytest.raises(pytest.fail.Exception, match="trained again"):  # other photos: afresh
+        tutorial_leak_demo(data.iloc[:-1], **settings)
+
+
 def test_not_fitted():
     with pytest.raises(LFError, match="not fitted"):
         XceptionClassifier().predict_proba(["x.jpg"])

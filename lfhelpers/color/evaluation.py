@@ -8,11 +8,9 @@ of the time), which caps every model tried near 0.80.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +28,7 @@ from lfhelpers.color.models import (
     make_model,
 )
 from lfhelpers.errors import ConfigError, DataError
+from lfhelpers.store import kept_results
 
 #: Accuracy the tutorial reported for its model (batch 32; 0.7697 with batch 64).
 TUTORIAL_REPORTED_ACCURACY = 0.7735
@@ -167,8 +166,8 @@ def evaluate_models(
 
     The evaluation depends on the color data, the settings and the code of
     :mod:`lfhelpers.color`, not on the item photos: with ``cache_dir`` its result is kept
-    (:class:`joblib.Memory`, keyed by all of these), so notebook 04 rerun for new photos does
-    not fit the models again.
+    (:func:`lfhelpers.store.kept_results`, keyed by all of these), so notebook 04 rerun for
+    new photos does not fit the models again.
 
     Parameters
     ----------
@@ -197,27 +196,16 @@ def evaluate_models(
         models = [m.strip() for m in models.split(",") if m.strip()]
     settings = dict(models=list(models), n_splits=int(n_splits), seed=int(seed),
                     epochs=int(epochs), batch_size=int(batch_size), schemes=list(schemes))
-    if cache_dir:
-        from joblib import Memory
+    import lfhelpers.color
 
-        memory = Memory(Path(cache_dir) / "color_evaluation", verbose=0)
-        run = memory.cache(_evaluate_models, ignore=["progress"])
-        return run(data, **settings, progress=progress, code=_code_digest())
-    return _evaluate_models(data, **settings, progress=progress)
-
-
-def _code_digest() -> str:
-    """Digest of the color package's source (a changed model or fold rule is a new result)."""
-    digest = hashlib.sha256()
-    for module in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(module.read_bytes())
-    return digest.hexdigest()[:16]
+    run = kept_results(cache_dir, "color_evaluation", lfhelpers.color).cache(
+        _evaluate_models, ignore=["progress"])
+    return run(data, **settings, progress=progress)
 
 
 def _evaluate_models(data: ColorData, models: list[str], n_splits: int, seed: int, epochs: int,
-                     batch_size: int, schemes: list[str], progress: bool,
-                     code: str = "") -> ColorEvaluation:
-    """:func:`evaluate_models` without the cache (``code`` only names the cached result)."""
+                     batch_size: int, schemes: list[str], progress: bool) -> ColorEvaluation:
+    """:func:`evaluate_models` without the cache."""
     X, y = data.X, data.y
     splits = {s: cv_splits(data, s, n_splits, seed) for s in schemes}
     rows: list[dict[str, Any]] = []

@@ -18,6 +18,7 @@ leak of the CNN tutorial, and the LostNet paper's protocol beside this project's
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ from sklearn.model_selection import train_test_split
 from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.models.features import FeatureCache
 from lfhelpers.models.xception import XceptionClassifier
+from lfhelpers.store import kept_results
 
 #: The leak demonstration's heading and explanation (shown by notebook 03 only when it runs).
 LEAK_DEMO_INTRO = """\
@@ -157,6 +159,7 @@ def tutorial_leak_demo(
     precision: str = "auto",
     seed: int = 0,
     progress: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """The CNN tutorial's leak measured with its own model, under both orders of split and copies.
 
@@ -188,6 +191,11 @@ def tutorial_leak_demo(
         Seeds the split, the initial weights and the shuffles.
     progress : bool
         One line per epoch.
+    cache_dir : path-like, optional
+        The result is kept in ``<cache_dir>/leak_demo`` (:func:`lfhelpers.store.kept_results`,
+        by the manifest with its photos' digests, the settings and this module's code): notebook
+        03 rerun for new item photos does not train the demo's two CNNs again. The table then
+        reports the seconds of the run that made it.
 
     Returns
     -------
@@ -199,6 +207,19 @@ def tutorial_leak_demo(
         and scoring). ``attrs`` holds ``copies_per_photo``, ``load_seconds`` and ``seconds`` (the
         whole demo).
     """
+    settings = dict(image_size=image_size, angles=tuple(angles), mirror=mirror, epochs=epochs,
+                    batch_size=batch_size, learning_rate=learning_rate, test_size=test_size,
+                    precision=precision, seed=seed)
+    run = kept_results(cache_dir, "leak_demo", sys.modules[__name__]).cache(
+        _tutorial_leak_demo, ignore=["progress"])
+    return run(df, **settings, progress=progress)
+
+
+def _tutorial_leak_demo(df: pd.DataFrame, image_size: int, angles: Sequence[float],
+                        mirror: bool, epochs: int, batch_size: int, learning_rate: float,
+                        test_size: float, precision: str, seed: int,
+                        progress: bool) -> pd.DataFrame:
+    """:func:`tutorial_leak_demo` without the kept result."""
     import keras
     from tqdm import tqdm
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from lfhelpers.errors import DataError
 from lfhelpers.images import IMAGE_SUFFIXES
 from lfhelpers.plots import confusion_matrix as confusion_matrix_plot
 from lfhelpers.similarity.features.base import Extraction
+from lfhelpers.store import kept_results
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +268,8 @@ class Comparison:
 
 def compare_features(extractors: Mapping[str, object], files: Sequence[str | os.PathLike[str]],
                      labels: Sequence[str], seed: int = 42, n_jobs: int | None = None,
-                     combine: Mapping[str, Sequence[str]] | None = None) -> Comparison:
+                     combine: Mapping[str, Sequence[str]] | None = None,
+                     cache_dir: str | os.PathLike[str] | None = None) -> Comparison:
     """Several feature sets of the same photos, scored by the same classifier, in one table.
 
     Parameters
@@ -281,11 +284,17 @@ def compare_features(extractors: Mapping[str, object], files: Sequence[str | os.
     combine : mapping of name -> names, optional
         Extra sets made by putting sets side by side (columns concatenated, as a
         ``FeatureUnion`` would), e.g. ``{"texture + color": ["texture", "color"]}``.
+    cache_dir : path-like, optional
+        Each set's evaluation is kept in ``<cache_dir>/texture_evaluation``
+        (:func:`lfhelpers.store.kept_results`, by the features, the labels and the code): a
+        rerun on the same photos does not fit the leave-one-out classifiers again.
 
     Returns
     -------
     Comparison
     """
+    scored = kept_results(cache_dir, "texture_evaluation", sys.modules[__name__]).cache(
+        evaluate, ignore=["n_jobs"])
     files = [os.fspath(f) for f in files]
     labels = np.asarray(labels, dtype=str)
     extractions = {name: ex.extract(files) for name, ex in extractors.items()}
@@ -297,7 +306,7 @@ def compare_features(extractors: Mapping[str, object], files: Sequence[str | os.
         features[name] = np.hstack([features[p] for p in parts])
         seconds[name] = sum(seconds[p] for p in parts)
         cached[name] = min(cached[p] for p in parts)
-    evaluations = {name: evaluate(x, labels[ok], seed=seed, n_jobs=n_jobs)
+    evaluations = {name: scored(x, labels[ok], seed=seed, n_jobs=n_jobs)
                    for name, x in features.items()}
     table = pd.DataFrame({
         "n_features": {n: x.shape[1] for n, x in features.items()},
