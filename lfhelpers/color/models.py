@@ -297,6 +297,7 @@ def fit_quietly(model: BaseEstimator, X: np.ndarray, y: np.ndarray) -> BaseEstim
 
 
 def fit_color_namer(data: ColorData, model: str = BEST_MODEL, seed: int = 0,
+                    cache_dir: str | os.PathLike[str] | None = None,
                     **kwargs: Any) -> BaseEstimator:
     """Fit a color-name model on every valid entry.
 
@@ -306,6 +307,10 @@ def fit_color_namer(data: ColorData, model: str = BEST_MODEL, seed: int = 0,
     model : str
         Name for :func:`make_model` (default the better model, :data:`BEST_MODEL`).
     seed : int
+    cache_dir : path-like, optional
+        The fitted model is kept in ``<cache_dir>/color_models``
+        (:func:`lfhelpers.store.kept_results`, by the data, the settings and the color code):
+        notebook 04 rerun for new item photos does not fit it again.
     **kwargs
         Passed to :func:`make_model` (``epochs``, ``batch_size``).
 
@@ -314,4 +319,12 @@ def fit_color_namer(data: ColorData, model: str = BEST_MODEL, seed: int = 0,
     sklearn estimator
         Fitted; ``predict`` takes RGB rows (0-255) and returns label strings.
     """
+    import lfhelpers.color
+    from lfhelpers.store import kept_results
+
+    fit = kept_results(cache_dir, "color_models", lfhelpers.color).cache(_fit_color_namer)
+    return fit(data, model, seed, **kwargs)
+
+
+def _fit_color_namer(data: ColorData, model: str, seed: int, **kwargs: Any) -> BaseEstimator:
     return fit_quietly(make_model(model, seed=seed, **kwargs), data.X, data.y)
