@@ -37,7 +37,7 @@ from PIL import Image, ImageFilter
 from lfhelpers.audit.labels import choose_embedder, confident_learning, out_of_fold_proba
 from lfhelpers.audit.report import photo_stats
 from lfhelpers.data import prepare_dataset, read_manifest
-from lfhelpers.data.clean import CleanOptions, inspect_file
+from lfhelpers.data.checks import CleanOptions, inspect_file
 from lfhelpers.data.quality import QUALITY_ISSUES, image_stats, quality_findings
 from lfhelpers.fsutil import write_json
 

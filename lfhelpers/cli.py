@@ -52,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _clean(args: argparse.Namespace) -> int:
     from lfhelpers.data import class_counts, prepare_dataset
-    from lfhelpers.data.clean import CleanOptions
+    from lfhelpers.data.checks import CleanOptions
 
     options = CleanOptions(min_side=args.min_side, max_pixels=args.max_pixels,
                            near_dup_distance=args.near_dup_distance,

@@ -8,7 +8,11 @@ evaluation, ``predict``, embeddings, the matcher) as the same array:
   palette, CMYK and greyscale converted;
 * :func:`open_image`: a file, bytes or array to an RGB (or RGBA, on request) Pillow image with
   the EXIF orientation applied, optionally shrunk so that its longer side is at most
-  ``max_side`` (JPEGs are decoded at a reduced scale first, which is much faster);
+  ``max_side`` (JPEGs are decoded at a reduced scale first, which is much faster); a photo it
+  refuses (missing, not an image, too large, truncated, undecodable) raises
+  :class:`ImageRefused`, whose ``reason`` the cleanup records in its quarantine;
+* :func:`decode_image`: the same, plus what the stored file said (format, mode, EXIF
+  orientation), for the cleanup's decision to copy a file byte for byte;
 * :func:`load_rgb`: the model input: ``(size, size, 3)`` ``uint8``, squashed to a square with
   Pillow's antialiased bilinear filter;
 * :func:`load_array`: an RGB array of the photo (shrunk to ``max_side``), for hand-made features;
@@ -20,10 +24,11 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from lfhelpers.errors import DataError
 
@@ -37,6 +42,7 @@ ImageSource = str | os.PathLike | bytes | bytearray | np.ndarray | Image.Image
 MAX_PIXELS = 40_000_000
 
 _HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_HTML_STARTS = (b"<!doctype", b"<html", b"<?xml")
 _ALPHA_MODES = ("RGBA", "LA", "La", "RGBa", "PA")
 
 
@@ -88,6 +94,49 @@ def _from_array(arr: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(arr), mode)
 
 
+class ImageRefused(DataError):
+    """A photo :func:`open_image` will not open: the message, a reason code and a detail.
+
+    Attributes
+    ----------
+    reason : str
+        ``"missing"`` (no such file, or a folder), ``"not_an_image"``, ``"too_large"``,
+        ``"truncated"`` or ``"decode_error"``; the cleanup quarantines the photo under it.
+    detail : str
+        What the check found, in a few words (the cleanup's ``rejects.csv`` records it).
+    """
+
+    def __init__(self, message: str, reason: str, detail: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.detail = detail
+
+    def __reduce__(self) -> tuple:  # raised in joblib workers: it must survive pickling
+        return type(self), (str(self), self.reason, self.detail)
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A photo as :func:`decode_image` gives it, with what its stored file said.
+
+    Attributes
+    ----------
+    image : PIL.Image.Image
+        The loaded ``RGB`` (or ``RGBA``) image, EXIF orientation applied.
+    format : str or None
+        Pillow's name of the file format (``"JPEG"``, ``"PNG"``...); ``None`` for arrays.
+    mode : str
+        The mode as stored (before the conversion to RGB).
+    orientation : int
+        The stored EXIF orientation tag (``1`` when there is none).
+    """
+
+    image: Image.Image
+    format: str | None
+    mode: str
+    orientation: Any
+
+
 def open_image(source: ImageSource, max_side: int | None = None, *,
                keep_alpha: bool = False, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open a photo as an RGB Pillow image: EXIF orientation applied, one set of mode rules.
@@ -111,9 +160,36 @@ def open_image(source: ImageSource, max_side: int | None = None, *,
 
     Raises
     ------
-    DataError
+    ImageRefused
         When the file is missing, is not an image, is too large or cannot be decoded; the
         message names the file and says what is wrong, without Python exception names.
+    DataError
+        When an array has the wrong type or shape.
+    """
+    return decode_image(source, max_side, keep_alpha=keep_alpha, max_pixels=max_pixels).image
+
+
+def decode_image(source: ImageSource, max_side: int | None = None, *, keep_alpha: bool = False,
+                 max_pixels: int = MAX_PIXELS, strict: bool = False) -> DecodedImage:
+    """:func:`open_image`, plus the stored format, mode and EXIF orientation of the file.
+
+    Parameters
+    ----------
+    source, max_side, keep_alpha, max_pixels
+        As for :func:`open_image`.
+    strict : bool
+        Refuse (``decode_error``) a photo whose EXIF orientation cannot be applied, instead of
+        keeping its stored orientation: the cleanup quarantines such a file, a model reading a
+        photo takes it as stored.
+
+    Returns
+    -------
+    DecodedImage
+
+    Raises
+    ------
+    ImageRefused, DataError
+        As for :func:`open_image`.
     """
     name = "<image>" if isinstance(source, bytes | bytearray | np.ndarray | Image.Image) \
         else os.fspath(source)
@@ -122,39 +198,84 @@ def open_image(source: ImageSource, max_side: int | None = None, *,
     elif isinstance(source, Image.Image):
         img = source
     else:
-        if not isinstance(source, bytes | bytearray):
-            if os.path.isdir(source):
-                raise DataError(f"{name} is a folder, not an image file.")
-            if not os.path.exists(source):
-                raise DataError(f"{name}: no such file.")
-        fh: Any = io.BytesIO(source) if isinstance(source, bytes | bytearray) else name
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            try:
-                img = Image.open(fh)
-                if img.width * img.height > max_pixels:
-                    raise DataError(f"{name} is too large ({img.width}x{img.height} pixels, "
-                                    f"more than {max_pixels}).")
-                if max_side is not None and max(img.size) > max_side:
-                    img.draft(img.mode if img.mode in ("RGB", "L") else None,
-                              (max_side, max_side))
-                img.load()
-            except DataError:
-                raise
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-                raise DataError(f"{name} is too large to decode safely.") from None
-            except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
-                raise DataError(f"{name} is not a readable image ({_reason(exc)}).") from None
+        img = _open_file(source, name, max_side, max_pixels)
+    fmt, mode, orientation = img.format, img.mode, 1
     try:
+        orientation = img.getexif().get(ExifTags.Base.Orientation, 1)
         img = ImageOps.exif_transpose(img)
-    except Exception:  # noqa: BLE001, S110 - a broken EXIF block: keep the stored orientation
-        pass
-    img = to_rgb(img, keep_alpha=keep_alpha)
+    except Exception as exc:  # noqa: BLE001 - a broken EXIF block: keep the stored orientation
+        if strict:
+            raise ImageRefused(f"{name}: its EXIF orientation cannot be applied.",
+                               "decode_error", repr(exc)[:200]) from None
+    try:
+        img = to_rgb(img, keep_alpha=keep_alpha)
+    except Exception as exc:  # noqa: BLE001 - a mode Pillow cannot convert
+        raise ImageRefused(f"{name} is not a readable image ({_reason(exc)}).",
+                           "decode_error", repr(exc)[:200]) from None
     if max_side is not None and max(img.size) > max_side:
         scale = max_side / max(img.size)
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
                          Image.Resampling.BILINEAR)
+    return DecodedImage(img, fmt, mode, orientation)
+
+
+def _open_file(source: str | os.PathLike | bytes | bytearray, name: str, max_side: int | None,
+               max_pixels: int) -> Image.Image:
+    """Open and fully decode a file or bytes with the guards; refusals raise ImageRefused."""
+    if not isinstance(source, bytes | bytearray):
+        if os.path.isdir(source):
+            raise ImageRefused(f"{name} is a folder, not an image file.", "missing", "a folder")
+        if not os.path.exists(source):
+            raise ImageRefused(f"{name}: no such file.", "missing", "no such file")
+    fh: Any = io.BytesIO(source) if isinstance(source, bytes | bytearray) else name
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(fh)
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types for bad files
+            raise _refusal(name, exc, source, loading=False) from None
+        width, height = img.size
+        if width * height > max_pixels:
+            img.close()
+            raise ImageRefused(f"{name} is too large ({width}x{height} pixels, more than "
+                               f"{max_pixels}).", "too_large",
+                               f"{width}x{height} > max_pixels {max_pixels}")
+        try:
+            if max_side is not None and max(img.size) > max_side:
+                img.draft(img.mode if img.mode in ("RGB", "L") else None, (max_side, max_side))
+            img.load()
+        except Exception as exc:  # noqa: BLE001
+            img.close()
+            raise _refusal(name, exc, source, loading=True) from None
     return img
+
+
+def _refusal(name: str, exc: BaseException, source: str | os.PathLike | bytes | bytearray,
+             loading: bool) -> ImageRefused:
+    """The refusal of a file Pillow failed on, while opening it or (``loading``) decoding it."""
+    if isinstance(exc, Image.DecompressionBombError | Image.DecompressionBombWarning):
+        return ImageRefused(f"{name} is too large to decode safely.", "too_large",
+                            str(exc)[:200])
+    message = f"{name} is not a readable image ({_reason(exc)})."
+    if isinstance(exc, UnidentifiedImageError):
+        return ImageRefused(message, "not_an_image", _what_it_is(source))
+    if loading and isinstance(exc, OSError):
+        reason = "truncated" if "truncated" in str(exc).lower() else "decode_error"
+        return ImageRefused(message, reason, str(exc)[:200])
+    return ImageRefused(message, "decode_error", repr(exc)[:200])
+
+
+def _what_it_is(source: str | os.PathLike | bytes | bytearray) -> str:
+    """What a file Pillow cannot identify holds: an HTML (or XML) page, or something unknown."""
+    if isinstance(source, bytes | bytearray):
+        head = bytes(source[:64])
+    else:
+        try:
+            with open(source, "rb") as fh:
+                head = fh.read(64)
+        except OSError:
+            head = b""
+    return "HTML page" if head.lstrip().lower().startswith(_HTML_STARTS) else "unknown format"
 
 
 def _reason(exc: BaseException) -> str:

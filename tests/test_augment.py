@@ -134,7 +134,7 @@ def test_bad_image_is_skipped_with_a_reason_and_classmates_make_up(clean_dir, tm
         result = balance_train(clean_dir, tmp_path / "aug", target=20, seed=0, n_jobs=1,
                                progress=False)
     assert [path for path, _ in result.skipped] == [bad["path"]]
-    assert "cannot identify image file" in result.skipped[0][1]
+    assert "not a readable image" in result.skipped[0][1]
     assert any(bad["path"] in r.getMessage() and "cannot read" in r.getMessage()
                for r in caplog.records)
     assert bad["path"] not in set(result.manifest["origin"])
@@ -369,3 +369,25 @@ def test_class_params_must_be_augment_params():
     with pytest.raises(ConfigError, match="class_params"):
         params_by_class(["card"], class_params={"card": {"horizontal_flip": False}})
 
+
+
+def test_originals_are_read_by_the_one_loader(tmp_path):
+    from PIL import Image
+
+    from lfhelpers.augment import augment_sources
+    from lfhelpers.images import load_array
+
+    (tmp_path / "key").mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown portrait
+    Image.new("RGB", (48, 24), (30, 90, 200)).save(tmp_path / "key" / "r.jpg", exif=exif)
+    jobs = pd.DataFrame({"path": ["key/r.jpg"], "label": "key", "n_copies": 1,
+                         "file": [str(tmp_path / "key" / "r.jpg")]})
+    identity = AugmentParams(0, 0, 0, 0, 0, horizontal_flip=False)
+    rows, skipped = augment_sources(jobs, tmp_path / "aug", identity, n_jobs=1, progress=False)
+    assert not skipped
+    assert (rows["width"].iloc[0], rows["height"].iloc[0]) == (24, 48)
+    expected = augment_array(load_array(tmp_path / "key" / "r.jpg"),
+                             image_rng(0, "key/r.jpg", 0), identity)
+    with Image.open(tmp_path / "aug" / rows["path"].iloc[0]) as written:
+        assert written.size == (expected.shape[1], expected.shape[0])

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from lfhelpers.data import class_counts, ensure_manifest, prepare_dataset, read_manifest
-from lfhelpers.data.clean import CleanOptions, clean_dataset, inspect_file, read_label_map
+from lfhelpers.data.checks import CleanOptions, inspect_file
+from lfhelpers.data.clean import clean_dataset, read_label_map
 from lfhelpers.errors import ConfigError, DataError
 
 
@@ -158,6 +159,36 @@ def test_unknown_extension_is_not_an_image(tmp_path):
     path.write_text("hello")
     _, info = inspect_file(path, CleanOptions())
     assert info["reason"] == "not_an_image"
+
+
+def test_the_cleanup_decodes_as_the_models_do(synthetic_raw):
+    from lfhelpers.images import load_array
+
+    for name in ("zz_cmyk.jpg", "zz_grey.jpg", "zz_alpha.png", "zz_16bit.png",
+                 "zz_exif_rotated.jpg", "zz_palette.png"):
+        path = next(synthetic_raw.glob(f"*/{name}"))
+        img, info = inspect_file(path, CleanOptions())
+        assert info["ok"], name
+        assert np.array_equal(np.asarray(img), load_array(path)), name
+
+
+def test_the_loaders_refusals_carry_the_quarantine_reason(synthetic_raw):
+    import pickle
+
+    from lfhelpers.images import ImageRefused, decode_image
+
+    expected = {"zz_error_page.jpg": ("not_an_image", "HTML page"),
+                "zz_truncated.jpg": ("truncated", "image file is truncated")}
+    for name, (reason, detail) in expected.items():
+        path = next(synthetic_raw.glob(f"*/{name}"))
+        with pytest.raises(ImageRefused) as caught:
+            decode_image(path.read_bytes())
+        assert (caught.value.reason, caught.value.detail[:len(detail)]) == (reason, detail)
+        _, info = inspect_file(path, CleanOptions())
+        assert (info["reason"], info["detail"]) == (caught.value.reason, caught.value.detail)
+        again = pickle.loads(pickle.dumps(caught.value))  # raised in joblib workers
+        assert (str(again), again.reason, again.detail) == (
+            str(caught.value), caught.value.reason, caught.value.detail)
 
 
 def test_label_map_merges_and_drops_folders(tmp_path):

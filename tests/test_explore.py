@@ -121,7 +121,7 @@ def test_bad_uploads_get_one_clear_line(content, needle):
 
 
 def test_upload_limits_guard_size_and_decompression_bombs():
-    from lfhelpers.data.clean import CleanOptions
+    from lfhelpers.data.checks import CleanOptions
 
     with pytest.raises(DataError, match="too large"):
         check_upload(_png((64, 64)), "big.png", CleanOptions(max_bytes=100))

@@ -44,8 +44,9 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from lfhelpers.audit.labels import COLUMNS, choose_embedder, label_issues
-from lfhelpers.data.clean import CACHE, REJECTS, hamming_pairs
+from lfhelpers.data.clean import CACHE, REJECTS
 from lfhelpers.data.corrections import CORRECTIONS, corrections_template, read_corrections
+from lfhelpers.data.duplicates import hamming_pairs
 from lfhelpers.data.manifest import read_manifest
 from lfhelpers.data.quality import (
     QUALITY_ISSUES,

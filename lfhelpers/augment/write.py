@@ -1,6 +1,8 @@
 """Writing augmented copies of original images, in parallel and reproducibly.
 
-Every copy gets its own random generator derived from ``(seed, source path, k)``
+Originals are read through the one image loader (:func:`lfhelpers.images.load_array`: EXIF
+orientation, RGB mode rules, the pixel limit), as the models read them. Every copy gets its own
+random generator derived from ``(seed, source path, k)``
 (:func:`~lfhelpers.augment.transforms.image_rng`): the output is byte-identical whatever the
 number of workers.
 """
@@ -17,7 +19,6 @@ from typing import Any
 
 import cv2
 import imagehash
-import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 from PIL import Image
@@ -25,6 +26,8 @@ from tqdm import tqdm
 
 from lfhelpers.augment.transforms import AugmentParams, augment_array, image_rng
 from lfhelpers.data.manifest import MANIFEST_COLUMNS
+from lfhelpers.errors import DataError
+from lfhelpers.images import load_array
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +55,9 @@ def _augment_source(
     if in_worker:  # parallelism is over images: one OpenCV thread per worker process
         cv2.setNumThreads(1)
     try:
-        with Image.open(file) as im:
-            im.load()
-            rgb = im.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        return path, [], f"{type(exc).__name__}: {exc}"
-    array = np.asarray(rgb)
+        array = load_array(file)
+    except DataError as exc:
+        return path, [], str(exc)
     folder = Path(aug_dir) / label
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -140,7 +140,7 @@ def augment_sources(
         for path, written, error in tqdm(results, total=len(tasks), desc="augment",
                                          unit="image", disable=not progress):
             if error is not None:
-                log.warning("Skipped %s: cannot read it (%s).", path, error)
+                log.warning("Skipped %s: cannot read it: %s", path, error)
                 skipped.append((path, error))
             rows.extend(written)
     frame = pd.DataFrame(rows, columns=AUG_COLUMNS)

@@ -4,7 +4,9 @@ manifest   the manifest schema: read, write, count (``manifest.csv``); tell a fo
            list the photos of a clean set or of class sub-folders
 prepare    obtain raw class folders, clean and split them (the orchestration)
 sources    the public data sets: registry, checked resumable downloads, offline mirror
-clean      full decode, RGB, size limits, exact and near duplicates, quarantine
+clean      the cleanup run: folder walk, per-file cache, corrections, clean set, quarantine
+checks     the checks of one raw file (through the one image loader): size limits, decode
+duplicates exact and near duplicates, label conflicts, the groups the split keeps together
 split      seeded stratified train/val/test split keeping near-duplicates together
 sampling   per-class samples and the gallery/queries split
 fixtures   a drawn synthetic data set with every awkward kind of file (tests, smoke runs)

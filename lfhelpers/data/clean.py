@@ -17,35 +17,37 @@ near-identical photo in two class folders), applies the analyst's reviewed corre
 The raw folder is never modified. A rerun only decodes files that are new or changed (a per-file
 cache in ``clean_dir/.clean_cache.json``, which also keeps each photo's quality statistics of
 :func:`lfhelpers.data.quality.image_stats` for the audit) and writes the same manifest.
+
+This module walks the folders, keeps the cache, applies the corrections and writes the clean set
+and the quarantine; the checks of one file are in :mod:`lfhelpers.data.checks` (which decodes
+through the one image loader, :mod:`lfhelpers.images`), the duplicates in
+:mod:`lfhelpers.data.duplicates`.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import os
 import shutil
 import unicodedata
-import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import imagehash
-import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
-from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+from lfhelpers.data.checks import CleanOptions, FileResult, check_file, inspect_file
 from lfhelpers.data.corrections import apply_corrections
+from lfhelpers.data.duplicates import mark_duplicates
 from lfhelpers.data.manifest import MANIFEST, MANIFEST_COLUMNS
-from lfhelpers.data.quality import STATS_VERSION, image_stats
+from lfhelpers.data.quality import STATS_VERSION
 from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.fsutil import atomic_write, sha256_file, write_json
-from lfhelpers.images import to_rgb
+from lfhelpers.images import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -57,68 +59,6 @@ CACHE_VERSION = 2
 #: Reasons a file can be rejected, in the order they are checked.
 REASONS = ("empty_file", "not_an_image", "decode_error", "truncated", "too_large", "too_small",
            "rejected_by_review", "exact_duplicate", "label_conflict", "near_duplicate")
-
-
-@dataclass(frozen=True)
-class CleanOptions:
-    """Options of the cleanup step (all have defaults suited to item photos).
-
-    Parameters
-    ----------
-    min_side : int
-        Images whose shorter side is below this many pixels are rejected (``too_small``).
-    max_pixels : int
-        Images with more pixels are rejected (``too_large``) before they are decoded; this is
-        also the decompression-bomb guard.
-    max_bytes : int
-        Files larger than this are rejected (``too_large``) without being read.
-    near_dup_distance : int
-        Hamming distance of 64-bit perceptual hashes at or below which two images count as near
-        duplicates; the later one (in path order) is quarantined. ``-1`` keeps near duplicates.
-    group_distance : int
-        Images this close (and not removed) are put in one group that the split keeps together.
-    extensions : tuple of str
-        File extensions looked at; other files are rejected as ``not_an_image``.
-    """
-
-    min_side: int = 32
-    max_pixels: int = 40_000_000
-    max_bytes: int = 50_000_000
-    near_dup_distance: int = 4
-    group_distance: int = 8
-    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif",
-                                   ".tiff")
-
-    def __post_init__(self) -> None:
-        if self.min_side < 1 or self.max_pixels < 1:
-            raise ConfigError("min_side and max_pixels must be positive.")
-        if self.group_distance < self.near_dup_distance:
-            raise ConfigError(
-                f"group_distance ({self.group_distance}) must be >= near_dup_distance "
-                f"({self.near_dup_distance})."
-            )
-
-
-@dataclass
-class FileResult:
-    """What the decode step found for one raw file (cached between runs)."""
-
-    source: str
-    label: str
-    size: int
-    mtime_ns: int
-    ok: bool
-    reason: str = ""
-    detail: str = ""
-    sha256: str = ""
-    pixel_sha256: str = ""
-    phash: str = ""
-    width: int = 0
-    height: int = 0
-    out_ext: str = ""
-    copy_bytes: bool = False
-    quality: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -199,7 +139,7 @@ def list_raw_files(raw_dir: Path) -> list[tuple[str, str]]:
         if entry.name.startswith("."):
             continue
         if entry.is_file():
-            loose += entry.suffix.lower() in CleanOptions.extensions
+            loose += entry.suffix.lower() in IMAGE_SUFFIXES
             continue
         for dirpath, dirnames, filenames in os.walk(entry):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -212,133 +152,6 @@ def list_raw_files(raw_dir: Path) -> list[tuple[str, str]]:
         log.warning("%d image(s) directly in %s have no class folder and were ignored.", loose,
                     raw_dir)
     return found
-
-
-def inspect_file(path: Path, options: CleanOptions) -> tuple[Image.Image | None, dict]:
-    """Decode one file completely and decide whether it is usable.
-
-    Parameters
-    ----------
-    path : pathlib.Path
-        The raw file.
-    options : CleanOptions
-        Size limits and accepted extensions.
-
-    Returns
-    -------
-    (image, info)
-        ``image`` is the 8-bit RGB image with EXIF orientation applied (``None`` when rejected);
-        ``info`` holds ``ok``, ``reason``, ``detail``, ``width``, ``height``, ``copy_bytes``.
-    """
-    size = path.stat().st_size
-    if size == 0:
-        return None, {"ok": False, "reason": "empty_file", "detail": "0 bytes"}
-    if size > options.max_bytes:
-        return None, {"ok": False, "reason": "too_large",
-                      "detail": f"{size} bytes > max_bytes {options.max_bytes}"}
-    if path.suffix.lower() not in options.extensions:
-        return None, {"ok": False, "reason": "not_an_image",
-                      "detail": f"extension {path.suffix or '(none)'} not accepted"}
-    data = path.read_bytes()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            head = data[:64].lstrip().lower()
-            what = "HTML page" if head.startswith((b"<!doctype", b"<html", b"<?xml")) else (
-                "unknown format")
-            return None, {"ok": False, "reason": "not_an_image", "detail": what}
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            return None, {"ok": False, "reason": "too_large", "detail": str(exc)[:200]}
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is a reject, not a crash
-            return None, {"ok": False, "reason": "decode_error", "detail": repr(exc)[:200]}
-        fmt = img.format
-        width, height = img.size
-        if width * height > options.max_pixels:
-            return None, {"ok": False, "reason": "too_large",
-                          "detail": f"{width}x{height} > max_pixels {options.max_pixels}"}
-        try:
-            img.load()
-        except OSError as exc:
-            reason = "truncated" if "truncated" in str(exc).lower() else "decode_error"
-            return None, {"ok": False, "reason": reason, "detail": str(exc)[:200]}
-        except Exception as exc:  # noqa: BLE001
-            return None, {"ok": False, "reason": "decode_error", "detail": repr(exc)[:200]}
-    orientation = img.getexif().get(0x0112, 1)
-    original_mode = img.mode
-    try:
-        img = ImageOps.exif_transpose(img)
-        rgb = to_rgb(img)
-    except Exception as exc:  # noqa: BLE001
-        return None, {"ok": False, "reason": "decode_error", "detail": repr(exc)[:200]}
-    width, height = rgb.size
-    if min(width, height) < options.min_side:
-        return None, {"ok": False, "reason": "too_small",
-                      "detail": f"{width}x{height} < min_side {options.min_side}"}
-    copy_bytes = fmt in ("JPEG", "PNG") and original_mode == "RGB" and orientation in (1, None)
-    return rgb, {"ok": True, "reason": "", "detail": "", "width": width, "height": height,
-                 "copy_bytes": copy_bytes, "format": fmt}
-
-
-def _process(raw_dir: Path, rel: str, label: str, options: CleanOptions) -> FileResult:
-    """Decode one raw file and compute its hashes (runs in a worker)."""
-    path = raw_dir / rel
-    stat = path.stat()
-    result = FileResult(source=rel, label=label, size=stat.st_size, mtime_ns=stat.st_mtime_ns,
-                        ok=False)
-    img, info = inspect_file(path, options)
-    result.reason, result.detail = info["reason"], info["detail"]
-    result.sha256 = sha256_file(path)
-    if img is None:
-        return result
-    result.ok = True
-    result.width, result.height = info["width"], info["height"]
-    result.copy_bytes = info["copy_bytes"]
-    result.out_ext = Path(rel).suffix.lower() if result.copy_bytes else ".png"
-    if result.out_ext == ".jpeg":
-        result.out_ext = ".jpg"
-    result.pixel_sha256 = _pixel_digest(img)
-    result.phash = str(imagehash.phash(img))
-    result.quality = image_stats(img)
-    return result
-
-
-def _pixel_digest(img: Image.Image) -> str:
-    import hashlib
-
-    digest = hashlib.sha256(f"{img.size}".encode())
-    digest.update(img.tobytes())
-    return digest.hexdigest()
-
-
-def hamming_pairs(hashes: list[str], threshold: int) -> list[tuple[int, int]]:
-    """All index pairs ``i < j`` whose 64-bit hashes differ in at most ``threshold`` bits."""
-    if threshold < 0 or len(hashes) < 2:
-        return []
-    values = np.array([int(h, 16) for h in hashes], dtype=np.uint64)
-    pairs: list[tuple[int, int]] = []
-    step = 2048
-    for start in range(0, len(values), step):
-        block = values[start:start + step]
-        dist = np.bitwise_count(block[:, None] ^ values[None, :])
-        ii, jj = np.nonzero(dist <= threshold)
-        ii = ii + start
-        keep = ii < jj
-        pairs.extend(zip(ii[keep].tolist(), jj[keep].tolist(), strict=True))
-    return pairs
-
-
-def _components(n: int, pairs: list[tuple[int, int]]) -> np.ndarray:
-    """Connected-component id of each of ``n`` nodes given undirected edges."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    if not pairs:
-        return np.arange(n)
-    rows, cols = zip(*pairs, strict=True)
-    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
-    return connected_components(graph, directed=False)[1]
 
 
 def _load_cache(clean_dir: Path, options: CleanOptions) -> dict[str, FileResult]:
@@ -458,7 +271,7 @@ def clean_dataset(
         else:
             todo.append((rel, label))
     if todo:
-        jobs = (delayed(_process)(raw_dir, rel, label, options) for rel, label in todo)
+        jobs = (delayed(check_file)(raw_dir, rel, label, options) for rel, label in todo)
         iterator = Parallel(n_jobs=n_jobs, return_as="generator")(jobs)
         for res in tqdm(iterator, total=len(todo), desc="decode", disable=not progress,
                         unit="img"):
@@ -470,7 +283,7 @@ def clean_dataset(
     ordered = [FileResult(**asdict(results[rel])) for rel, _ in mapped]
     n_relabelled = apply_corrections(ordered, clean_dir, corrections,
                                      _previous_outputs(clean_dir))
-    _dedupe(ordered, options)
+    mark_duplicates(ordered, options)
     manifest, rejects = _write_outputs(raw_dir, clean_dir, ordered, options)
     report = CleanReport(clean_dir=clean_dir, manifest=manifest, rejects=rejects,
                          n_raw=len(files), n_decoded=len(todo), n_cached=len(mapped) - len(todo),
@@ -478,53 +291,6 @@ def clean_dataset(
     for row in rejects.itertuples():
         log.info("rejected %s: %s (%s)", row.source, row.reason, row.detail)
     return report
-
-
-def _dedupe(results: list[FileResult], options: CleanOptions) -> None:
-    """Mark exact and near duplicates as rejects (first in path order is kept); set groups.
-
-    A duplicate under another label than the photo it repeats is a ``label_conflict``: the same
-    item filed under two categories, which the analyst has to settle (see the audit).
-    """
-    seen: dict[str, FileResult] = {}
-    for res in results:
-        if not res.ok:
-            continue
-        key = res.pixel_sha256
-        first = seen.get(res.sha256) or seen.get(key)
-        if first is not None:
-            res.ok = False
-            if first.label == res.label:
-                res.reason, res.detail = "exact_duplicate", f"same content as {first.source}"
-            else:
-                res.reason = "label_conflict"
-                res.detail = (f"same content as {first.source}: filed as {res.label!r} here "
-                              f"and as {first.label!r} there")
-            continue
-        seen[res.sha256] = res
-        seen[key] = res
-    kept = [r for r in results if r.ok]
-    removed: set[int] = set()
-    for i, j in hamming_pairs([r.phash for r in kept], options.near_dup_distance):
-        if i in removed or j in removed:
-            continue
-        res, first = kept[j], kept[i]
-        res.ok = False
-        dist = int(np.bitwise_count(np.uint64(int(res.phash, 16) ^ int(first.phash, 16))))
-        if first.label == res.label:
-            res.reason = "near_duplicate"
-            res.detail = f"looks like {first.source} (phash distance {dist})"
-        else:
-            res.reason = "label_conflict"
-            res.detail = (f"looks like {first.source} (phash distance {dist}): filed as "
-                          f"{res.label!r} here and as {first.label!r} there")
-        res.extra["twin"] = first.source
-        removed.add(j)
-    kept = [r for r in results if r.ok]
-    groups = _components(len(kept), hamming_pairs([r.phash for r in kept],
-                                                  options.group_distance))
-    for res, group in zip(kept, groups, strict=True):
-        res.extra["group"] = int(group)
 
 
 def _write_outputs(raw_dir: Path, clean_dir: Path, results: list[FileResult],

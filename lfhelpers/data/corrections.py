@@ -130,7 +130,7 @@ def apply_corrections(results: list[Any], clean_dir: Path,
 
     Parameters
     ----------
-    results : list of lfhelpers.data.clean.FileResult
+    results : list of lfhelpers.data.checks.FileResult
         One per raw file (``source``, ``label``, ``ok``, ``reason``, ``detail``, ``extra``).
     clean_dir : pathlib.Path
         The clean folder (default corrections file, memory of resolved paths).

@@ -15,7 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from lfhelpers.data.clean import CleanOptions, CleanReport, clean_dataset, list_raw_files
+from lfhelpers.data.checks import CleanOptions
+from lfhelpers.data.clean import CleanReport, clean_dataset, list_raw_files
 from lfhelpers.data.manifest import project_manifest, write_manifest
 from lfhelpers.data.split import split_manifest
 from lfhelpers.errors import DataError
@@ -49,7 +50,7 @@ def prepare_dataset(
     min_per_class, on_small_class
         See :func:`lfhelpers.split.split_manifest`.
     label_map : path or mapping, optional
-        See :func:`lfhelpers.clean.read_label_map`.
+        See :func:`lfhelpers.data.clean.read_label_map`.
     options : CleanOptions, optional
         Cleanup limits and duplicate distances.
     n_jobs : int

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from lfhelpers.data import read_manifest
-from lfhelpers.data.clean import QUARANTINE, REJECTS, CleanOptions
+from lfhelpers.data.checks import CleanOptions
+from lfhelpers.data.clean import QUARANTINE, REJECTS
 from lfhelpers.errors import ConfigError, DataError, LFError
 from lfhelpers.fsutil import atomic_write, sha256_file, write_json
 from lfhelpers.images import MAX_PIXELS, open_image
