@@ -436,7 +436,7 @@ def _components(eng: SearchEngine, paths: list[str]) -> dict:
         vec = eng.embedder().transform([p])
         steps["embed"].append(time.perf_counter() - t)
         t = time.perf_counter()
-        _, idx = eng.gallery_.index_.search(eng.gallery_.post_.transform(vec), 10, None)
+        _, idx = eng.gallery_.index_.search(eng.gallery_.scaler_.transform(vec), 10, None)
         steps["global_search"].append(time.perf_counter() - t)
         t = time.perf_counter()
         kp = lf.extract([p])[0]

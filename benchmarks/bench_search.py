@@ -48,7 +48,8 @@ import pandas as pd
 from scipy.spatial.distance import cdist, pdist, squareform
 
 from lfhelpers.fsutil import write_json
-from lfhelpers.similarity.search.gallery import GalleryIndex, available_backends
+from lfhelpers.similarity.search.backends import available_backends
+from lfhelpers.similarity.search.gallery import GalleryIndex
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -31,7 +31,7 @@ from lfhelpers.similarity.features.texture import (
     HaralickFeatures,
     tutorial_features,
 )
-from lfhelpers.similarity.search.texture import TextureIndex
+from lfhelpers.similarity.search.gallery import GalleryIndex
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_texture_and_color_is_a_feature_union_with_a_skipping_extract(tmp_path, 
     assert np.allclose(result.features, expected[:2])
     model = make_pipeline(texture_and_color(texture, color), make_classifier(seed=0))
     assert model.fit(files, labels).score(files, labels) > 0.9
-    index = TextureIndex(union).fit(files[1:], labels[1:])
+    index = GalleryIndex.for_features(union).fit_files(files[1:], labels[1:])
     assert index.nearest(files[0], k=2)["file"].isin(files[1:]).all()
 
 

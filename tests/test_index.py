@@ -1,4 +1,4 @@
-"""Tests of the one nearest-neighbour index (lfhelpers.similarity.search.index)."""
+"""Tests of the one nearest-neighbour index (lfhelpers.similarity.search.index, .backends)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,9 @@ import numpy as np
 import pytest
 
 from lfhelpers.errors import ConfigError, DataError
+from lfhelpers.similarity.search.backends import available_backends, resolve_backend
 from lfhelpers.similarity.search.distances import distance_matrix, nearest_from_matrix
-from lfhelpers.similarity.search.index import (
-    NeighbourIndex,
-    available_backends,
-    resolve_backend,
-)
+from lfhelpers.similarity.search.index import NeighbourIndex
 
 ALL = ["exact", "sklearn", "faiss-flat", "faiss-hnsw", "faiss-ivf", "hnswlib"]
 

@@ -33,9 +33,9 @@ from lfhelpers.similarity.matcher import (  # noqa: E402
     query_categories,
 )
 from lfhelpers.similarity.plots import plot_explained, plot_matches  # noqa: E402
+from lfhelpers.similarity.search.backends import available_backends  # noqa: E402
 from lfhelpers.similarity.search.exact import top_k_similar  # noqa: E402
 from lfhelpers.similarity.search.gallery import GalleryIndex, Match  # noqa: E402
-from lfhelpers.similarity.search.index import available_backends  # noqa: E402
 
 
 def blobs(n_per: int = 20, d: int = 32, classes: int = 4, spread: float = 0.3,
@@ -129,6 +129,16 @@ def test_centred_gallery_is_kept_with_the_index(tmp_path):
     assert loaded.query(query, k=1)[0].path == "g3.jpg"
     plain = GalleryIndex().fit(shifted, paths, labels).save(tmp_path / "idx")
     assert GalleryIndex.load(plain).mean_ is None  # re-saved without centring
+
+
+def test_leave_one_out_of_a_cnn_gallery_refuses_steps_that_see_the_query():
+    x, labels = blobs(n_per=5)
+    loo = GalleryIndex(postprocess="center").fit(x, labels=labels).leave_one_out(k=2)
+    assert len(loo) == 2 * len(x) and (loo["query"] != loo["file"]).all()
+    assert loo["distance"].between(0, 2).all()
+    for steps in ("dba", "center+aqe"):
+        with pytest.raises(ConfigError, match="leave_one_out"):
+            GalleryIndex(postprocess=steps).fit(x).leave_one_out()
 
 
 def test_index_errors_say_what_to_do():

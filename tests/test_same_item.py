@@ -16,7 +16,7 @@ import pytest
 
 from lfhelpers.errors import DataError
 from lfhelpers.similarity.features.local import FORMAT_VERSION, Keypoints, LocalFeatures
-from lfhelpers.similarity.search.same_item import LocalStore, find_same_item, rerank
+from lfhelpers.similarity.search.same_item import LocalStore, find_same_item, fuse, rerank
 from lfhelpers.similarity.search.verify import (
     SAME_ITEM_MIN_INLIERS,
     is_same_item,
@@ -24,7 +24,7 @@ from lfhelpers.similarity.search.verify import (
     plot_correspondences,
     verify,
 )
-from lfhelpers.similarity.search.words import VisualWords, fuse
+from lfhelpers.similarity.search.words import VisualWords
 
 LOCAL_LOGGER = "lfhelpers.similarity.features.local"
 

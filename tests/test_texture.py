@@ -18,6 +18,7 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from lfhelpers.data import gallery_and_queries, sample_per_class  # noqa: E402
 from lfhelpers.data.fixtures import make_synthetic_dataset  # noqa: E402
@@ -35,17 +36,14 @@ from lfhelpers.similarity.features.texture import (  # noqa: E402
     haralick_image,
     tutorial_features,
 )
-from lfhelpers.similarity.plots import plot_distance_heatmap  # noqa: E402
+from lfhelpers.similarity.plots import plot_distance_heatmap, plot_neighbours  # noqa: E402
 from lfhelpers.similarity.search.distances import (  # noqa: E402
     distance_matrix,
     nearest_from_matrix,
 )
+from lfhelpers.similarity.search.gallery import GalleryIndex  # noqa: E402
 from lfhelpers.similarity.search.index import NeighbourIndex  # noqa: E402
-from lfhelpers.similarity.search.texture import (  # noqa: E402
-    TextureIndex,
-    mismatched_queries,
-    plot_neighbours,
-)
+from lfhelpers.similarity.search.tables import mismatched_queries  # noqa: E402
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "05_haralick_similarity.ipynb"
 
@@ -234,7 +232,7 @@ def test_distance_matrix_and_index_give_the_same_neighbours():
 
 def test_texture_index_finds_neighbours_of_outside_and_gallery_photos(image_set):
     files, labels = image_set
-    index = TextureIndex(quiet(levels=32)).fit(files[1:], labels[1:])
+    index = GalleryIndex.for_features(quiet(levels=32)).fit_files(files[1:], labels[1:])
     table = index.nearest(files[0], k=3, query_label=labels[0])
     assert list(table["rank"]) == [1, 2, 3]
     assert table["distance"].is_monotonic_increasing
@@ -247,6 +245,29 @@ def test_texture_index_finds_neighbours_of_outside_and_gallery_photos(image_set)
     assert mismatched_queries(loo).shape[0] <= len(files) - 1
     with pytest.raises(DataError, match="query image"):
         index.nearest(Path(files[0]).with_name("missing.jpg"))
+
+
+def test_texture_gallery_is_standardised_and_kept_with_its_scaler(image_set, tmp_path):
+    files, labels = image_set
+    extractor = quiet(levels=32)
+    features = extractor.transform(files)
+    index = GalleryIndex.for_features(extractor, metric="euclidean").fit(features, files, labels)
+    assert index.scaling == "standardize" and index.mean_ is None
+    # z-scores fitted on the gallery, as indexed (not unit rows: the metric is euclidean)
+    assert np.array_equal(index.features_, StandardScaler().fit(features).transform(features))
+    loaded = GalleryIndex.load(index.save(tmp_path / "texture"), embedder=extractor)
+    assert loaded.scaling == "standardize" and loaded.metric == "euclidean"
+    assert loaded.nearest(files[0], k=3).equals(index.nearest(files[0], k=3))
+    assert loaded.leave_one_out(k=2).equals(index.leave_one_out(k=2))
+    GalleryIndex().fit(features, files, labels).save(tmp_path / "texture")  # a CNN-style one
+    assert not (tmp_path / "texture" / "scaler.joblib").exists()
+    assert GalleryIndex.load(tmp_path / "texture").scaling == "unit"
+    with pytest.raises(ConfigError, match="standardize"):
+        GalleryIndex(scaling="standardize", postprocess="center").fit(features)
+    with pytest.raises(ConfigError, match="scaling"):
+        GalleryIndex(scaling="zscore").fit(features)
+    with pytest.raises(DataError, match="at least 2"):
+        GalleryIndex.for_features(extractor).fit(features[:1])
 
 
 def test_sampling_and_gallery_split_are_seeded():
@@ -268,7 +289,7 @@ def test_sampling_and_gallery_split_are_seeded():
 def test_plots_are_titled_and_labelled(image_set):
     files, labels = image_set
     setup_fonts()
-    index = TextureIndex(quiet(levels=32)).fit(files, labels)
+    index = GalleryIndex.for_features(quiet(levels=32)).fit_files(files, labels)
     fig = plot_neighbours(index.leave_one_out(k=3, queries=[0, 9]))
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles[0].startswith("original") and titles[1].startswith("similar 1")

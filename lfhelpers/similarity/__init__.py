@@ -14,17 +14,21 @@ features/     what a photo becomes
     local       local keypoints and descriptors (RootSIFT) for same-item matching
 search/       finding found items for a lost photo
     exact       exact nearest neighbours (NumPy blocks)
+    backends    the index libraries: backend names, what is installed, faiss and hnswlib
     index       the one nearest-neighbour index (exact, sklearn, faiss, hnswlib)
     distances   full distance matrices (the heat-map of notebook 05)
     postprocess centering, PCA whitening, query expansion, DBA, k-reciprocal re-ranking
-    gallery     the found-items gallery: paths and labels over the index, saved with its recipe
-    texture     the texture (and colour) gallery of notebook 05, its tables and figures
-    words, verify, same_item   visual-word shortlist, geometric verification, same-item re-ranking
+    scaling     a gallery's scaling step: unit vectors + post-processing, or standardisation
+    gallery     the one found-items gallery (CNN embeddings of notebook 06, texture and colour
+                features of notebook 05): scaling step, index, paths and labels, saved
+    tables      search results as neighbour and match tables
+    vocabulary, words   the visual-word vocabulary tree, the visual-word shortlist
+    verify, same_item   geometric verification, shortlist fusion, same-item re-ranking
 evaluation/   how well it works
     retrieval   precision@k and mAP by label
     duplicates  near-duplicate queries and their recall
     texture     the tutorial's texture classifier, its evaluation and feature-set comparisons
-plots         figures of matches and distance heat-maps
+plots         figures of matches, neighbours and distance heat-maps
 cluster       clustering, the number of clusters, 2-D projections
 matcher       the lost-to-found matcher (same item, similarity, category, colour, explained)
 batch/        embeddings as Parquet shards (``embed``) on Dask workers; the Dask client

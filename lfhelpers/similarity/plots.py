@@ -1,4 +1,4 @@
-"""Figures of search results: matches beside queries, explained matches, distance heat-maps."""
+"""Figures of search results: matches and neighbours of queries, explained matches, heat-maps."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from lfhelpers.images import thumbnail
+from lfhelpers.plots import image_grid
 
 
 def plot_matches(
@@ -147,3 +148,36 @@ def plot_distance_heatmap(
     ax.set_title(title)
     ax.figure.tight_layout()
     return ax
+
+
+def plot_neighbours(neighbours: pd.DataFrame, max_queries: int = 4,
+                    suptitle: str | None = None) -> plt.Figure:
+    """The tutorial's figure: each query beside its most similar images, one row per query.
+
+    Titles are "original" and "similar 1..k", with each image's label (and distance).
+
+    Parameters
+    ----------
+    neighbours : pandas.DataFrame
+        A neighbour table, from :meth:`GalleryIndex.nearest` or
+        :meth:`GalleryIndex.leave_one_out`.
+    max_queries : int
+        Rows to draw.
+    suptitle : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    paths, titles = [], []
+    query_order = list(dict.fromkeys(neighbours["query"]))[:max_queries]
+    k = int(neighbours["rank"].max()) if len(neighbours) else 0
+    for query in query_order:
+        group = neighbours[neighbours["query"] == query].sort_values("rank")
+        paths.append(query)
+        titles.append(f"original\n{group['query_label'].iloc[0]}")
+        for row in group.itertuples():
+            paths.append(row.file)
+            titles.append(f"similar {row.rank}\n{row.label} ({row.distance:.3f})")
+    return image_grid(paths, titles, ncols=k + 1, size=2.2, suptitle=suptitle)

@@ -17,8 +17,8 @@ tutorial exactly (its rows equal
 ``mahotas.features.haralick(mahotas.colors.rgb2gray(image, dtype=np.uint8)).ravel()``);
 ``"default"`` is the class defaults. The book's color histogram, to combine with these, is
 :class:`lfhelpers.similarity.features.color.ColorHistogram`; the classifier and the
-evaluation are in :mod:`lfhelpers.similarity.evaluation.texture`, the similarity search in
-:mod:`lfhelpers.similarity.search.texture`.
+evaluation are in :mod:`lfhelpers.similarity.evaluation.texture`, the similarity search is
+:meth:`lfhelpers.similarity.search.gallery.GalleryIndex.for_features`.
 """
 
 from __future__ import annotations

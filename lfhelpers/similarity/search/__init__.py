@@ -1,1 +1,1 @@
-"""Search: the one gallery index, its post-processing, and same-item verification."""
+"""Search: the one gallery index, its scaling steps, and same-item verification."""

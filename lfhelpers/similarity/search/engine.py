@@ -243,7 +243,7 @@ class SearchEngine:
             return [[] for _ in queries]
         k = max(1, min(k, n))
         depth = min(n, max(k, r.n_global))
-        q = self.gallery_.post_.transform(vectors)
+        q = self.gallery_.scaler_.transform(vectors)
         dist, idx = self.gallery_.index_.search(q, depth, exclude)
         scores = self.gallery_.index_.similarity(dist)
         use_local = verify and r.same_item and self.store_ is not None

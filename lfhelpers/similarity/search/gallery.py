@@ -1,12 +1,16 @@
-"""The found-items gallery: embeddings with their paths and labels, searched by photo or vector.
+"""The found-items gallery: vectors with their paths and labels, searched by photo or vector.
 
 "Which found items could be this person's lost item?" The found-items photos are the
-*gallery*; a lost item's photo is a *query*. :class:`GalleryIndex` keeps the gallery's paths
-and labels beside a :class:`~lfhelpers.similarity.search.index.NeighbourIndex` (cosine; any of its
-backends) and answers ``query(photo)`` with ranked ``Match(path, label, score)``, score =
-cosine similarity. It is what notebook 06, the matcher and the ``search`` command use;
+*gallery*; a lost item's photo is a *query*. :class:`GalleryIndex`, whatever makes the vectors,
+keeps the gallery's paths and labels beside a scaling step fitted on the gallery
+(:mod:`lfhelpers.similarity.search.scaling`) and a
+:class:`~lfhelpers.similarity.search.index.NeighbourIndex` (any of its backends):
+``scaling="unit"`` and post-processing for CNN embeddings (notebook 06, the matcher, the
+``search`` command), ``scaling="standardize"`` for hand-made texture and colour features
+(notebook 05, :meth:`GalleryIndex.for_features`). It answers ``query(photo)`` with ranked
+``Match(path, label, score)``, and with the tables of :mod:`lfhelpers.similarity.search.tables`.
 :meth:`GalleryIndex.save` / :meth:`GalleryIndex.load` keep it in a folder (the index, its
-parameters, ``items.csv`` with the paths and labels, and how the vectors were made).
+parameters, ``items.csv`` with the paths and labels, the scaling step, how the vectors were made).
 """
 
 from __future__ import annotations
@@ -17,27 +21,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import joblib
 import numpy as np
 import pandas as pd
 
 from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.fsutil import atomic_write
-from lfhelpers.similarity.search.index import (
-    APPROX_BACKENDS,
-    BACKENDS,
-    NeighbourIndex,
-    available_backends,
-)
+from lfhelpers.similarity.search.index import NeighbourIndex
 from lfhelpers.similarity.search.postprocess import Postprocessor, parse_steps
+from lfhelpers.similarity.search.scaling import (
+    fit_scaler,
+    load_scaler,
+    make_scaler,
+    save_scaler,
+    scaling_of,
+)
+from lfhelpers.similarity.search.tables import match_table, neighbour_table
 
-__all__ = ["APPROX_BACKENDS", "BACKENDS", "GalleryIndex", "Match", "available_backends"]
+__all__ = ["GalleryIndex", "Match"]
 
 ITEMS_FILE = "items.csv"
 EMBEDDING_FILE = "embedding.json"
-CENTER_FILE = "center.npy"
-POSTPROCESS_FILE = "postprocess.json"
-WHITENING_FILE = "whitening.joblib"
 
 
 class Match(NamedTuple):
@@ -56,15 +59,17 @@ def _is_paths(queries: Any) -> bool:
 
 
 class GalleryIndex:
-    """A searchable gallery of found-item photos (cosine similarity of embeddings).
+    """A searchable gallery of found-item photos: a scaling step, then a neighbour index.
 
     Parameters
     ----------
     backend : str
         Any backend of :class:`~lfhelpers.similarity.search.index.NeighbourIndex` (``"exact"``,
         ``"sklearn"``, ``"faiss"``, ``"hnswlib"``, ``"ivf"``, ``"approx"``, ``"auto"``, ...).
-    embedder : Embedder, optional
-        Turns image paths into vectors, for :meth:`fit_files` and path queries.
+    embedder : Embedder or feature extractor, optional
+        Turns image paths into vectors, for :meth:`fit_files` and photo queries: an
+        :class:`~lfhelpers.similarity.features.cnn.Embedder`, ``HaralickFeatures``,
+        ``ColorHistogram``, their union; anything with ``extract`` and ``transform``.
     hnsw_m, ef_construction, ef_search : int
         HNSW parameters (approximate backends).
     n_jobs : int, optional
@@ -79,6 +84,13 @@ class GalleryIndex:
         e.g. ``"center+dba+aqe"``): the gallery-side steps are fitted here and kept with
         :meth:`save`, ``aqe`` runs on every query, so searching a photo later gives the numbers
         the benchmark measured.
+    scaling : {"unit", "standardize"}
+        The scaling step fitted on the gallery (:mod:`lfhelpers.similarity.search.scaling`):
+        ``"unit"`` (CNN embeddings) L2-normalises and applies ``postprocess``;
+        ``"standardize"`` (hand-made features) z-scores every feature and takes no
+        ``postprocess`` steps.
+    metric : str
+        ``"cosine"`` or ``"euclidean"`` (of the scaled vectors).
     **index_params
         Other :class:`NeighbourIndex` parameters (``nlist``, ``nprobe``, ``encoding``, ...).
 
@@ -90,16 +102,21 @@ class GalleryIndex:
     paths_ : list of str
     labels_ : ndarray of str
     n_items_ : int
-    post_ : Postprocessor
-        The fitted post-processing.
+    scaler_ : Postprocessor or sklearn.preprocessing.StandardScaler
+        The fitted scaling step; queries go through ``scaler_.transform``.
+    features_ : ndarray or None
+        The gallery after the scaling step, as the index was built from it (``None`` after
+        :meth:`load`: use :attr:`vectors_`).
     mean_ : ndarray of shape (d,) or None
         The gallery mean subtracted (``center`` step).
+    extraction_ : Extraction or None
+        The gallery's extraction (time, cache hits, skipped files), after :meth:`fit_files`.
     """
 
     def __init__(self, backend: str = "exact", embedder: Any = None, hnsw_m: int = 32,
                  ef_construction: int = 100, ef_search: int = 128, n_jobs: int | None = None,
                  center: bool = False, postprocess: str | Sequence[str] = "",
-                 **index_params: Any):
+                 scaling: str = "unit", metric: str = "cosine", **index_params: Any):
         self.backend = backend
         self.embedder = embedder
         self.hnsw_m = hnsw_m
@@ -108,15 +125,36 @@ class GalleryIndex:
         self.n_jobs = n_jobs
         self.center = center
         self.postprocess = postprocess
+        self.scaling = scaling
+        self.metric = metric
         self.index_params = index_params
+
+    @classmethod
+    def for_features(cls, extractor: Any, metric: str = "cosine", **params: Any) -> GalleryIndex:
+        """A gallery of hand-made features, standardised on the gallery (notebook 05).
+
+        Parameters
+        ----------
+        extractor : HaralickFeatures, ColorHistogram or their union
+            Makes the vectors of :meth:`fit_files`, :meth:`nearest` and photo queries.
+        metric : str
+            ``"cosine"`` (the tutorial's choice for similarity) or ``"euclidean"``.
+        **params
+            Other :class:`GalleryIndex` parameters (``backend``, ...).
+        """
+        return cls(embedder=extractor, scaling="standardize", metric=metric, **params)
 
     def fit(self, vectors: np.ndarray, paths: Sequence[str] | None = None,
             labels: Sequence[str] | None = None) -> GalleryIndex:
         """Index gallery vectors (rows aligned with ``paths`` and ``labels``); returns self."""
-        vectors = np.atleast_2d(np.asarray(vectors, np.float32))
-        if vectors.ndim != 2 or len(vectors) < 1 or not np.isfinite(vectors).all():
-            raise DataError(f"The gallery needs at least one finite vector as an (n, d) array, "
-                            f"got shape {np.shape(vectors)}.")
+        scaler = make_scaler(self.scaling, parse_steps(self.postprocess) + (
+            ["center"] if self.center else []))
+        unit = isinstance(scaler, Postprocessor)
+        vectors = np.atleast_2d(np.asarray(vectors, np.float32) if unit else np.asarray(vectors))
+        least = 1 if unit else 2  # a standard deviation needs two rows
+        if vectors.ndim != 2 or len(vectors) < least or not np.isfinite(vectors).all():
+            raise DataError(f"The gallery needs at least {least} finite vector(s) as an (n, d) "
+                            f"array, got shape {np.shape(vectors)}.")
         n = len(vectors)
         self.paths_ = [os.fspath(p) for p in paths] if paths is not None else [
             str(i) for i in range(n)]
@@ -124,32 +162,39 @@ class GalleryIndex:
         if len(self.paths_) != n or len(self.labels_) != n:
             raise DataError(f"{n} vectors but {len(self.paths_)} paths and {len(self.labels_)} "
                             "labels; they must be aligned.")
-        steps = parse_steps(self.postprocess) + (["center"] if self.center else [])
-        self.post_ = Postprocessor(steps).fit(vectors)
-        self.mean_ = self.post_.mean_
-        vectors = self.post_.gallery_
-        self.index_ = NeighbourIndex("cosine", self.backend, n_jobs=self.n_jobs,
+        self.features_ = fit_scaler(scaler, vectors)
+        self.scaler_ = scaler
+        self.mean_ = scaler.mean_ if unit else None
+        self.index_ = NeighbourIndex(self.metric, self.backend, n_jobs=self.n_jobs,
                                      hnsw_m=self.hnsw_m, ef_construction=self.ef_construction,
-                                     ef_search=self.ef_search, **self.index_params).fit(vectors)
+                                     ef_search=self.ef_search, **self.index_params
+                                     ).fit(self.features_)
         self.backend_ = self.index_.backend_
         self.n_items_ = n
+        self.extraction_ = None
         return self
 
     def fit_files(self, paths: Sequence[str | os.PathLike[str]],
                   labels: Sequence[str] | None = None) -> GalleryIndex:
-        """Embed gallery photos with ``embedder`` and index them (unreadable ones skipped)."""
+        """Extract gallery photos with ``embedder`` and index them; returns self.
+
+        Unreadable photos are skipped (and logged); :attr:`extraction_` says which.
+        """
         if self.embedder is None:
-            raise ConfigError("fit_files needs an embedder: GalleryIndex(embedder=Embedder()).")
+            raise ConfigError("fit_files needs an embedder: GalleryIndex(embedder=Embedder()) "
+                              "or GalleryIndex.for_features(HaralickFeatures()).")
         paths = [os.fspath(p) for p in paths]
         result = self.embedder.extract(paths)
         kept = [p for p, ok in zip(paths, result.ok, strict=True) if ok]
         kept_labels = None if labels is None else [
             lab for lab, ok in zip(labels, result.ok, strict=True) if ok]
-        return self.fit(result.features, kept, kept_labels)
+        self.fit(result.features, kept, kept_labels)
+        self.extraction_ = result
+        return self
 
     @property
     def vectors_(self) -> np.ndarray:
-        """The gallery's unit vectors as indexed (centred with ``center``), where kept."""
+        """The gallery's vectors as indexed (unit rows for cosine), where the backend keeps them."""
         self._check_fitted()
         return self.index_.reconstruct()
 
@@ -165,10 +210,10 @@ class GalleryIndex:
             if self.embedder is None:
                 raise ConfigError("Querying by image path needs an embedder: "
                                   "GalleryIndex(embedder=Embedder()).")
-            vectors = np.asarray(self.embedder.transform(list(queries)), np.float32)
+            vectors = self.embedder.transform(list(queries))
         else:
-            vectors = np.atleast_2d(np.asarray(queries, np.float32))
-        return self.post_.transform(vectors)
+            vectors = queries
+        return self.scaler_.transform(np.atleast_2d(np.asarray(vectors)))
 
     def search(self, queries: Any, k: int = 10,
                exclude: Sequence[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -177,7 +222,7 @@ class GalleryIndex:
         Parameters
         ----------
         queries : ndarray of shape (m, d), or image path(s)
-            Query vectors (normalised here), or photos (embedded with ``embedder``).
+            Query vectors (scaled here), or photos (extracted with ``embedder``).
         k : int
             Matches per query.
         exclude : sequence of int, optional
@@ -187,8 +232,9 @@ class GalleryIndex:
         Returns
         -------
         scores, indices : ndarray of shape (m, k)
-            Cosine similarity, highest first, and gallery rows. When an approximate index
-            finds fewer than ``k``, the missing entries are ``-inf`` and ``-1``.
+            Similarity, highest first (cosine similarity; ``-distance`` for euclidean), and
+            gallery rows. When an approximate index finds fewer than ``k``, the missing entries
+            are ``-inf`` and ``-1``.
         """
         self._check_fitted()
         dist, idx = self.index_.search(self._as_vectors(queries), k, exclude)
@@ -203,7 +249,7 @@ class GalleryIndex:
     def query_table(self, queries: Any, k: int = 10, query_paths: Sequence[str] | None = None,
                     query_labels: Sequence[str] | None = None,
                     exclude: Sequence[int] | np.ndarray | None = None) -> pd.DataFrame:
-        """Matches of many queries as one table.
+        """Matches of many queries as one match table.
 
         Parameters
         ----------
@@ -229,23 +275,80 @@ class GalleryIndex:
                            else [os.fspath(queries)] if _is_paths(queries)
                            else [f"query {i}" for i in range(len(idx))])
         query_labels = [""] * len(idx) if query_labels is None else list(query_labels)
-        rows = []
-        for q, (qpath, qlabel) in enumerate(zip(query_paths, query_labels, strict=True)):
-            for rank, (s, i) in enumerate(zip(scores[q], idx[q], strict=True), start=1):
-                if i < 0:
-                    continue
-                label = str(self.labels_[i])
-                rows.append({"query": qpath, "query_label": qlabel, "rank": rank,
-                             "path": self.paths_[i], "label": label, "score": float(s),
-                             "correct": bool(qlabel) and label == qlabel})
-        return pd.DataFrame(rows, columns=["query", "query_label", "rank", "path", "label",
-                                           "score", "correct"])
+        return match_table(query_paths, query_labels, scores, idx, self.paths_, self.labels_)
+
+    def nearest(self, query_image: str | os.PathLike[str] | np.ndarray, k: int = 3,
+                query_label: str = "") -> pd.DataFrame:
+        """The ``k`` gallery images nearest to a photo from outside the gallery.
+
+        Parameters
+        ----------
+        query_image : path-like or ndarray
+            The "lost" photo (a path, or the image as an array).
+        k : int
+            How many similar images.
+        query_label : str
+            Its label, when known (copied to the table).
+
+        Returns
+        -------
+        pandas.DataFrame
+            A neighbour table: ``query, query_label, rank, file, label, distance``; rank 1 is
+            the closest.
+
+        Raises
+        ------
+        DataError
+            When the photo cannot be read.
+        """
+        self._check_fitted()
+        if self.embedder is None:
+            raise ConfigError("nearest needs an embedder: GalleryIndex(embedder=...).")
+        extraction = self.embedder.extract([query_image])  # no bar for one photo
+        if not extraction.ok[0]:
+            reason = next(iter(extraction.errors.values()))
+            raise DataError(f"Cannot read the query image {query_image!r}: {reason}")
+        dist, idx = self.index_.search(self.scaler_.transform(extraction.features), k)
+        name = "<array>" if isinstance(query_image, np.ndarray) else os.fspath(query_image)
+        return neighbour_table([name], [query_label], dist, idx, self.paths_, self.labels_)
+
+    def leave_one_out(self, k: int = 3, queries: Sequence[int] | None = None) -> pd.DataFrame:
+        """Each gallery image against the other n−1: its ``k`` nearest images.
+
+        Parameters
+        ----------
+        k : int
+            Neighbours per query.
+        queries : sequence of int, optional
+            Gallery positions to report (default: all).
+
+        Returns
+        -------
+        pandas.DataFrame
+            A neighbour table: ``query, query_label, rank, file, label, distance``.
+
+        Raises
+        ------
+        ConfigError
+            With ``dba`` or ``aqe``: a gallery row would see itself through them
+            (:func:`~lfhelpers.similarity.search.postprocess.postprocess` with
+            ``queries=None`` leaves it out honestly).
+        """
+        self._check_fitted()
+        steps = getattr(self.scaler_, "steps_", [])
+        if {"dba", "aqe"} & set(steps):
+            raise ConfigError(f"leave_one_out cannot leave a photo out of {steps}; use "
+                              "lfhelpers.similarity.search.postprocess.postprocess(gallery).")
+        dist, idx = self.index_.kneighbors(None, k)
+        positions = np.arange(self.n_items_) if queries is None else np.asarray(queries)
+        return neighbour_table([self.paths_[p] for p in positions], self.labels_[positions],
+                               dist[positions], idx[positions], self.paths_, self.labels_)
 
     # -- saving ----------------------------------------------------------------------------
 
     def save(self, folder: str | os.PathLike[str],
              embedding: dict[str, Any] | None = None) -> Path:
-        """Write the index, ``items.csv`` (path, label) and how the vectors were made.
+        """Write the index, ``items.csv`` (path, label), the scaling step and the embedding.
 
         Parameters
         ----------
@@ -265,47 +368,29 @@ class GalleryIndex:
         if embedding is not None:
             with atomic_write(folder / EMBEDDING_FILE) as fh:
                 json.dump(embedding, fh, indent=2)
-        if self.mean_ is not None:
-            with atomic_write(folder / CENTER_FILE, "wb") as fh:
-                np.save(fh, self.mean_)
-        elif (folder / CENTER_FILE).exists():  # an older centred index in the same folder
-            (folder / CENTER_FILE).unlink()
-        post = self.post_
-        if post.whitening_ is not None:
-            with atomic_write(folder / WHITENING_FILE, "wb") as fh:
-                joblib.dump(post.whitening_, fh)
-        with atomic_write(folder / POSTPROCESS_FILE) as fh:
-            json.dump({"steps": post.steps_, "dba_n": post.dba_n, "qe_n": post.qe_n,
-                       "alpha": post.alpha}, fh, indent=2)
+        save_scaler(self.scaler_, folder)
         return folder
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str], embedder: Any = None) -> GalleryIndex:
-        """A gallery written by :meth:`save` (``embedder``: for path queries)."""
+        """A gallery written by :meth:`save` (``embedder``: for photo queries)."""
         folder = Path(folder)
         index = NeighbourIndex.load(folder)
         items = pd.read_csv(folder / ITEMS_FILE, dtype=str, keep_default_na=False)
         if len(items) != index.n_items_:
             raise DataError(f"{folder}: {ITEMS_FILE} has {len(items)} rows for an index of "
                             f"{index.n_items_} vectors; rebuild the index.")
-        self = cls(backend=index.backend_, embedder=embedder)
+        scaler = load_scaler(folder, index)
+        unit = isinstance(scaler, Postprocessor)
+        self = cls(backend=index.backend_, embedder=embedder, scaling=scaling_of(scaler),
+                   metric=index.metric, postprocess="+".join(scaler.steps_) if unit else "",
+                   center=unit and "center" in scaler.steps_)
         self.index_, self.backend_, self.n_items_ = index, index.backend_, index.n_items_
         self.paths_ = items["path"].tolist()
         self.labels_ = items["label"].to_numpy(dtype=str)
         spec = folder / EMBEDDING_FILE
         self.embedding_ = (json.loads(spec.read_text(encoding="utf-8")) if spec.is_file()
                            else {})
-        mean = folder / CENTER_FILE
-        self.mean_ = np.load(mean).astype(np.float32) if mean.is_file() else None
-        settings = folder / POSTPROCESS_FILE
-        kept = (json.loads(settings.read_text(encoding="utf-8")) if settings.is_file()
-                else {"steps": ["center"] if self.mean_ is not None else []})
-        post = Postprocessor(kept["steps"], dba_n=kept.get("dba_n", 3), qe_n=kept.get("qe_n", 2),
-                             alpha=kept.get("alpha", 3.0))
-        post.steps_, post.mean_ = parse_steps(kept["steps"]), self.mean_
-        post.whitening_ = (joblib.load(folder / WHITENING_FILE)
-                           if (folder / WHITENING_FILE).is_file() else None)
-        post.gallery_ = index.reconstruct() if "aqe" in post.steps_ else np.zeros((0, 0))
-        self.post_, self.postprocess = post, "+".join(post.steps_)
-        self.center = "center" in post.steps_
+        self.scaler_, self.mean_ = scaler, scaler.mean_ if unit else None
+        self.features_, self.extraction_ = None, None
         return self

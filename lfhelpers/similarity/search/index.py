@@ -17,6 +17,9 @@ and the ``index``/``search`` commands all use it. Backends behind the same API:
 * ``"approx"``: the first installed approximate one; ``"auto"``: exact below
   ``exact_below`` vectors, else IVF (faiss) or HNSW (hnswlib).
 
+The names, what is installed and the faiss / hnswlib code are in
+:mod:`lfhelpers.similarity.search.backends`.
+
 Metrics: ``"cosine"`` (vectors are L2-normalised; distance = 1 − cosine similarity) and
 ``"euclidean"``; ``"sklearn"`` also takes any other scikit-learn metric. Distances are returned
 in increasing order; :meth:`NeighbourIndex.search` leaves out one row per query (``exclude``:
@@ -41,61 +44,22 @@ import numpy as np
 from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.fsutil import atomic_write
 from lfhelpers.similarity.features.base import l2_normalize
+from lfhelpers.similarity.search.backends import (
+    build_faiss,
+    build_hnswlib,
+    library_bytes,
+    read_library,
+    resolve_backend,
+    search_library,
+    tune_faiss,
+    write_library,
+)
 from lfhelpers.similarity.search.exact import check_k, drop_excluded, exact_search
 
-__all__ = ["NeighbourIndex", "available_backends", "resolve_backend"]
+__all__ = ["NeighbourIndex"]
 
-#: Approximate backends, in order of preference for ``backend="approx"``.
-APPROX_BACKENDS = ("faiss-hnsw", "faiss-ivf", "hnswlib")
-BACKENDS = ("exact", "sklearn", "faiss-flat", *APPROX_BACKENDS)
-ALIASES = {"faiss": "faiss-hnsw", "hnsw": "faiss-hnsw", "ivf": "faiss-ivf", "flat": "faiss-flat"}
-#: Libraries each backend needs (and the pip package that has it).
-_LIBRARY = {"faiss-flat": ("faiss", "faiss-cpu"), "faiss-hnsw": ("faiss", "faiss-cpu"),
-            "faiss-ivf": ("faiss", "faiss-cpu"), "hnswlib": ("hnswlib", "hnswlib")}
 INDEX_FILE = "index.json"
 _FORMAT = 1
-
-
-def _importable(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
-
-
-def available_backends() -> list[str]:
-    """Backends usable here: the exact ones, and those whose library imports."""
-    return [b for b in BACKENDS if b not in _LIBRARY or _importable(_LIBRARY[b][0])]
-
-
-def resolve_backend(backend: str, n: int = 0, exact_below: int = 100_000) -> str:
-    """The concrete backend a ``backend`` parameter means for ``n`` vectors.
-
-    Raises
-    ------
-    ConfigError
-        For an unknown name, or one whose library is not installed.
-    """
-    name = ALIASES.get(str(backend).lower(), str(backend).lower())
-    found = available_backends()
-    if name == "auto":
-        if n < exact_below:
-            return "faiss-flat" if "faiss-flat" in found else "exact"
-        name = "approx"
-    if name == "approx":
-        approx = [b for b in ("faiss-ivf", "faiss-hnsw", "hnswlib") if b in found]
-        if not approx:
-            raise ConfigError("An approximate index needs faiss or hnswlib: pip install "
-                              "faiss-cpu (or hnswlib), or use backend='exact'.")
-        return approx[0]
-    if name not in BACKENDS:
-        raise ConfigError(f"Unknown backend {backend!r}; use one of {BACKENDS}, "
-                          f"{sorted(ALIASES)}, 'approx' or 'auto'.")
-    if name not in found:
-        raise ConfigError(f"backend={name!r} is not installed: pip install "
-                          f"{_LIBRARY[name][1]}, or use 'exact'.")
-    return name
 
 
 class NeighbourIndex:
@@ -193,64 +157,24 @@ class NeighbourIndex:
             self.index_ = NearestNeighbors(metric=self.metric, algorithm="brute",
                                            n_jobs=self.n_jobs).fit(self.vectors_)
         elif self.backend_ == "hnswlib":
-            self.index_ = self._build_hnswlib(self._prepare(features, np.float32))
+            self.index_, params = build_hnswlib(
+                self._prepare(features, np.float32), self.metric, hnsw_m=self.hnsw_m,
+                ef_construction=self.ef_construction, ef_search=self.ef_search, seed=self.seed,
+                n_jobs=self.n_jobs)
+            self.params_.update(params)
         else:
-            self.index_ = self._build_faiss(self._prepare(features, np.float32))
+            self.index_, params = build_faiss(
+                self._prepare(features, np.float32), self.backend_, self.metric,
+                hnsw_m=self.hnsw_m, ef_construction=self.ef_construction, nlist=self.nlist,
+                encoding=self.encoding, seed=self.seed, n_jobs=self.n_jobs)
+            self.params_.update(params)
+            self._tune()
 
-    def _faiss(self) -> Any:
-        import faiss
-
-        if self.n_jobs:
-            faiss.omp_set_num_threads(int(self.n_jobs))
-        return faiss
-
-    def _build_faiss(self, x: np.ndarray) -> Any:
-        faiss = self._faiss()
-        n, d = x.shape
-        metric = faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
-        if self.backend_ == "faiss-flat":
-            index = faiss.IndexFlat(d, metric)
-        elif self.backend_ == "faiss-hnsw":
-            index = faiss.IndexHNSWFlat(d, int(self.hnsw_m), metric)
-            index.hnsw.efConstruction = int(self.ef_construction)
-            self.params_.update(hnsw_m=int(self.hnsw_m),
-                                ef_construction=int(self.ef_construction))
-        else:
-            nlist = int(self.nlist or max(1, min(int(4 * np.sqrt(n)), n // 39 or 1)))
-            encoding = self.encoding or ("Flat" if n * d * 4 < 2 * 1024**3 else "SQ8")
-            index = faiss.index_factory(d, f"IVF{nlist},{encoding}", metric)
-            rng = np.random.default_rng(self.seed)
-            train = x if n <= 64 * nlist else x[np.sort(rng.choice(n, 64 * nlist,
-                                                                   replace=False))]
-            faiss.extract_index_ivf(index).cp.seed = int(self.seed)
-            index.train(train)
-            self.params_.update(nlist=nlist, encoding=encoding, n_train=len(train))
-        index.add(x)
-        self._tune(index)
-        return index
-
-    def _tune(self, index: Any) -> None:
-        """Set the query-time parameters on a built or loaded faiss index."""
-        if self.backend_ == "faiss-hnsw":
-            index.hnsw.efSearch = int(self.ef_search)
-            self.params_["ef_search"] = int(self.ef_search)
-        elif self.backend_ == "faiss-ivf":
-            nlist = int(self.params_["nlist"])
-            nprobe = int(self.nprobe or min(nlist, max(8, nlist // 64)))
-            self._faiss().extract_index_ivf(index).nprobe = nprobe
-            self.params_["nprobe"] = nprobe
-
-    def _build_hnswlib(self, x: np.ndarray) -> Any:
-        import hnswlib
-
-        index = hnswlib.Index(space="ip" if self.metric == "cosine" else "l2", dim=x.shape[1])
-        index.init_index(max_elements=len(x), ef_construction=int(self.ef_construction),
-                         M=int(self.hnsw_m), random_seed=int(self.seed))
-        index.add_items(x, np.arange(len(x)), num_threads=self.n_jobs or -1)
-        index.set_ef(int(self.ef_search))
-        self.params_.update(hnsw_m=int(self.hnsw_m), ef_construction=int(self.ef_construction),
-                            ef_search=int(self.ef_search))
-        return index
+    def _tune(self) -> None:
+        """Set the query-time parameters on the built or loaded faiss index."""
+        self.params_.update(tune_faiss(self.index_, self.backend_, self.params_,
+                                       ef_search=self.ef_search, nprobe=self.nprobe,
+                                       n_jobs=self.n_jobs))
 
     # -- searching -------------------------------------------------------------------------
 
@@ -293,19 +217,10 @@ class NeighbourIndex:
         want = min(k + (0 if ex is None else 1), self.n_items_)
         if self.backend_ == "sklearn":
             dist, idx = self.index_.kneighbors(self._prepare(queries, np.float64), want)
-        elif self.backend_ == "hnswlib":
-            self.index_.set_ef(max(int(self.ef_search), want))
-            idx, dist = self.index_.knn_query(self._prepare(queries, np.float32), k=want,
-                                              num_threads=self.n_jobs or -1)
-            idx = idx.astype(np.int64)
-            dist = np.sqrt(np.maximum(dist, 0)) if self.metric == "euclidean" else dist
         else:
-            if self.backend_ == "faiss-hnsw":
-                self.index_.hnsw.efSearch = max(int(self.ef_search), want)
-            self._faiss()
-            sims, idx = self.index_.search(self._prepare(queries, np.float32), want)
-            dist = (1.0 - sims if self.metric == "cosine"
-                    else np.sqrt(np.maximum(sims, 0)))
+            dist, idx = search_library(self.index_, self.backend_,
+                                       self._prepare(queries, np.float32), want, self.metric,
+                                       ef_search=self.ef_search, n_jobs=self.n_jobs)
         return drop_excluded(np.asarray(dist), np.asarray(idx, np.int64), ex, k)
 
     def kneighbors(self, queries: np.ndarray | None = None,
@@ -357,15 +272,8 @@ class NeighbourIndex:
             data_file = "vectors.npy"
             with atomic_write(folder / data_file, "wb") as fh:
                 np.save(fh, self.vectors_)
-        elif self.backend_ == "hnswlib":
-            data_file = "index.hnswlib"
-            tmp = folder / f".{data_file}.tmp"
-            self.index_.save_index(str(tmp))
-            os.replace(tmp, folder / data_file)
         else:
-            data_file = "index.faiss"
-            with atomic_write(folder / data_file, "wb") as fh:
-                fh.write(self._faiss().serialize_index(self.index_).tobytes())
+            data_file = write_library(self.index_, self.backend_, folder)
         info = {"format": _FORMAT, "n_items": self.n_items_, "dim": self.dim_,
                 "data_file": data_file, "build_seconds": round(self.build_seconds_, 3),
                 "params": self.params_,
@@ -400,17 +308,10 @@ class NeighbourIndex:
         data = folder / info["data_file"]
         if self.backend_ in ("exact", "sklearn"):
             self._build(np.load(data))
-        elif self.backend_ == "hnswlib":
-            import hnswlib
-
-            self.index_ = hnswlib.Index(space="ip" if self.metric == "cosine" else "l2",
-                                        dim=self.dim_)
-            self.index_.load_index(str(data), max_elements=self.n_items_)
-            self.index_.set_ef(int(self.ef_search))
         else:
-            faiss = self._faiss()
-            self.index_ = faiss.deserialize_index(np.fromfile(data, dtype=np.uint8))
-            self._tune(self.index_)
+            self.index_ = read_library(data, self.backend_, self.metric, dim=self.dim_,
+                                       n_items=self.n_items_, ef_search=self.ef_search)
+            self._tune()
         return self
 
     def memory_bytes(self) -> int:
@@ -418,7 +319,5 @@ class NeighbourIndex:
         self._check_fitted()
         if self.vectors_ is not None:
             return int(self.vectors_.nbytes)
-        if self.backend_ == "hnswlib":
-            per = self.dim_ * 4 + self.hnsw_m * 2 * 4 + 16
-            return int(self.n_items_ * per)
-        return int(self._faiss().serialize_index(self.index_).nbytes)
+        return library_bytes(self.index_, self.backend_, dim=self.dim_, n_items=self.n_items_,
+                             hnsw_m=self.hnsw_m)

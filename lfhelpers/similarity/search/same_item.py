@@ -4,10 +4,11 @@
 descriptors (``uint8``) and one of all positions, with per-photo offsets, saved as ``.npy``
 files that :meth:`LocalStore.load` memory-maps, so a query reads only its candidates' rows.
 
-:func:`rerank` verifies the candidates of a shortlist (:func:`lfhelpers.similarity.search.
-words.fuse` of the global and the visual-word shortlists) and puts the verified same items
-first, by inliers, then the others in their incoming order. :func:`find_same_item` does the
-whole query: visual-word shortlist, fusion with the caller's global shortlist, verification.
+:func:`fuse` merges two shortlists (the caller's global descriptors, the visual words of
+:mod:`lfhelpers.similarity.search.words`) by reciprocal rank fusion; :func:`rerank` verifies
+the candidates of a shortlist and puts the verified same items first, by inliers, then the
+others in their incoming order. :func:`find_same_item` does the whole query: visual-word
+shortlist, fusion with the caller's global shortlist, verification.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from lfhelpers.similarity.search.verify import (
     is_same_item,
     verify,
 )
-from lfhelpers.similarity.search.words import VisualWords, fuse
+from lfhelpers.similarity.search.words import VisualWords
 
 _FORMAT = 1
 
@@ -230,6 +231,38 @@ class LocalStore:
                 self.descriptors_) or len(self.sizes_) != n or len(self.paths_) != n):
             raise DataError(f"The keypoint store in {folder} is inconsistent; rebuild it.")
         return self
+
+
+def fuse(global_ids: Sequence[int], local_ids: Sequence[int], k: int | None = None,
+         rank_constant: float = 1.0) -> np.ndarray:
+    """Merge two shortlists by reciprocal rank fusion, so either one's candidates get verified.
+
+    Each id scores ``1 / (rank_constant + rank)`` in each list it is in (rank from 1), and
+    the union is sorted by the sum. With a small ``rank_constant`` the two lists interleave
+    (global first at equal rank) and an id in both rises.
+
+    Parameters
+    ----------
+    global_ids, local_ids : sequence of int
+        Shortlists, best first (either may be empty).
+    k : int, optional
+        Length of the result; default: the whole union.
+    rank_constant : float
+        The constant of reciprocal rank fusion.
+
+    Returns
+    -------
+    ndarray of int64
+        Fused ids, best first, without duplicates.
+    """
+    score: dict[int, float] = {}
+    first: dict[int, int] = {}
+    for offset, ids in enumerate((global_ids, local_ids)):
+        for rank, i in enumerate(np.asarray(ids, np.int64).tolist(), start=1):
+            score[i] = score.get(i, 0.0) + 1.0 / (rank_constant + rank)
+            first.setdefault(i, 2 * rank + offset)
+    order = sorted(score, key=lambda i: (-score[i], first[i]))
+    return np.asarray(order[:k] if k is not None else order, np.int64)
 
 
 def rerank(query_kp: Keypoints, candidates: Sequence[int], store: LocalStore,

@@ -2,23 +2,23 @@
 
 Each RootSIFT descriptor is quantised to its nearest "visual word" of a codebook learned with
 k-means (faiss). The codebook is two-level (a vocabulary tree of depth 2, Nistér & Stewénius
-2006): ``n_top`` coarse words, each split into ``n_top`` fine words, so that 65,536 words cost
-two small nearest-neighbour searches per descriptor instead of one large one, and train in
-seconds. A photo becomes a sparse vector of word counts with burstiness damped (square root
-of the counts, Jégou et al. 2009) and inverse-document-frequency weights; the shortlist ranks
-the gallery by cosine similarity through an inverted file (a sparse matrix). Query descriptors
-are assigned to several nearest words (multiple assignment), which recovers matches that
-fell on a neighbouring word.
+2006, in :mod:`lfhelpers.similarity.search.vocabulary`): ``n_top`` coarse words, each split
+into ``n_top`` fine words, so that 65,536 words cost two small nearest-neighbour searches per
+descriptor instead of one large one, and train in seconds. A photo becomes a sparse vector of
+word counts with burstiness damped (square root of the counts, Jégou et al. 2009) and
+inverse-document-frequency weights; the shortlist ranks the gallery by cosine similarity
+through an inverted file (a sparse matrix). Query descriptors are assigned to several nearest
+words (multiple assignment), which recovers matches that fell on a neighbouring word.
 
-:func:`fuse` merges this shortlist with the global-descriptor shortlist of the caller
-(reciprocal rank fusion), so that a candidate from either is verified.
+:func:`lfhelpers.similarity.search.same_item.fuse` merges this shortlist with the
+global-descriptor shortlist of the caller (reciprocal rank fusion), so that a candidate from
+either is verified.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -30,27 +30,9 @@ import scipy.sparse as sp
 from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.fsutil import atomic_write, write_json
 from lfhelpers.similarity.features.local import Keypoints, rootsift
+from lfhelpers.similarity.search.vocabulary import assign_words, train_tree
 
 _FORMAT = 1
-
-
-def _knn(x: np.ndarray, c: np.ndarray, k: int) -> np.ndarray:
-    import faiss
-
-    return faiss.knn(np.ascontiguousarray(x, np.float32), np.ascontiguousarray(c, np.float32),
-                     k)[1]
-
-
-def _kmeans(x: np.ndarray, k: int, seed: int, niter: int) -> np.ndarray:
-    """k centroids of the rows of x (x itself when it has at most k rows)."""
-    import faiss
-
-    if len(x) <= k:
-        return np.ascontiguousarray(x, np.float32)
-    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, max_points_per_centroid=256,
-                      verbose=False)
-    km.train(np.ascontiguousarray(x, np.float32))
-    return np.asarray(km.centroids, np.float32)
 
 
 class VisualWords:
@@ -134,16 +116,7 @@ class VisualWords:
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         x = np.concatenate([self._as_rootsift(raw[i][pick[owner == i] - offsets[i]])
                             for i in np.unique(owner)])
-        n_top = max(2, math.isqrt(int(self.n_words) - 1) + 1)
-        coarse = _kmeans(x, min(n_top, len(x)), self.seed, self.niter)
-        cell = _knn(x, coarse, 1)[:, 0]
-        fine = np.full((len(coarse), n_top, x.shape[1]), 1e3, np.float32)  # far = unused
-        for c in range(len(coarse)):
-            members = x[cell == c]
-            if not len(members):
-                members = coarse[c:c + 1]
-            cents = _kmeans(members, n_top, self.seed + c + 1, self.niter)
-            fine[c, :len(cents)] = cents
+        coarse, fine, n_top = train_tree(x, int(self.n_words), self.seed, self.niter)
         self.coarse_ = coarse
         self.fine_ = fine
         self.n_top_ = n_top
@@ -190,14 +163,7 @@ class VisualWords:
         self._check_fitted()
         x = self._as_rootsift(descriptors)
         k = max(1, min(int(k), self.n_top_))
-        out = np.zeros((len(x), k), np.int64)
-        if not len(x):
-            return out
-        cell = _knn(x, self.coarse_, 1)[:, 0]
-        for c in np.unique(cell):
-            rows = np.nonzero(cell == c)[0]
-            out[rows] = c * self.n_top_ + _knn(x[rows], self.fine_[c], k)
-        return out
+        return assign_words(x, self.coarse_, self.fine_, self.n_top_, k)
 
     def _vector(self, words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         w, c = np.unique(words.ravel(), return_counts=True)
@@ -414,35 +380,3 @@ class VisualWords:
                                      shape=(len(self.ids_), self.n_words_), dtype=np.float32)
         self.df_ = arr["df"].astype(np.int64)
         return self
-
-
-def fuse(global_ids: Sequence[int], local_ids: Sequence[int], k: int | None = None,
-         rank_constant: float = 1.0) -> np.ndarray:
-    """Merge two shortlists by reciprocal rank fusion, so either one's candidates get verified.
-
-    Each id scores ``1 / (rank_constant + rank)`` in each list it is in (rank from 1), and
-    the union is sorted by the sum. With a small ``rank_constant`` the two lists interleave
-    (global first at equal rank) and an id in both rises.
-
-    Parameters
-    ----------
-    global_ids, local_ids : sequence of int
-        Shortlists, best first (either may be empty).
-    k : int, optional
-        Length of the result; default: the whole union.
-    rank_constant : float
-        The constant of reciprocal rank fusion.
-
-    Returns
-    -------
-    ndarray of int64
-        Fused ids, best first, without duplicates.
-    """
-    score: dict[int, float] = {}
-    first: dict[int, int] = {}
-    for offset, ids in enumerate((global_ids, local_ids)):
-        for rank, i in enumerate(np.asarray(ids, np.int64).tolist(), start=1):
-            score[i] = score.get(i, 0.0) + 1.0 / (rank_constant + rank)
-            first.setdefault(i, 2 * rank + offset)
-    order = sorted(score, key=lambda i: (-score[i], first[i]))
-    return np.asarray(order[:k] if k is not None else order, np.int64)

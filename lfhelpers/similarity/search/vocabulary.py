@@ -1,0 +1,88 @@
+"""The vocabulary tree of the visual words: a two-level k-means codebook, and word assignment.
+
+A vocabulary tree of depth 2 (Nistér & Stewénius 2006): ``n_top`` coarse centroids, each with
+``n_top`` fine centroids learned from the descriptors of its cell, so that ``n_top**2`` words
+cost two small nearest-neighbour searches per descriptor instead of one large one, and train
+in seconds. Both levels are k-means of faiss. :class:`~lfhelpers.similarity.search.words.
+VisualWords` keeps the centroids and builds its inverted file on the word ids given here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def nearest_centroids(x: np.ndarray, centroids: np.ndarray, k: int) -> np.ndarray:
+    """Rows of ``centroids`` nearest to each row of ``x`` (L2, faiss), shape ``(len(x), k)``."""
+    import faiss
+
+    return faiss.knn(np.ascontiguousarray(x, np.float32),
+                     np.ascontiguousarray(centroids, np.float32), k)[1]
+
+
+def kmeans(x: np.ndarray, k: int, seed: int, niter: int) -> np.ndarray:
+    """k centroids of the rows of x (x itself when it has at most k rows)."""
+    import faiss
+
+    if len(x) <= k:
+        return np.ascontiguousarray(x, np.float32)
+    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, max_points_per_centroid=256,
+                      verbose=False)
+    km.train(np.ascontiguousarray(x, np.float32))
+    return np.asarray(km.centroids, np.float32)
+
+
+def train_tree(x: np.ndarray, n_words: int, seed: int, niter: int
+               ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Learn the two levels of centroids from descriptors ``x``.
+
+    Parameters
+    ----------
+    x : ndarray of float32, shape (n, d)
+        RootSIFT descriptors (a sample).
+    n_words : int
+        Words wanted; rounded up to a square, ``n_top**2``.
+    seed : int
+        Seed of the coarse k-means (cell ``c`` uses ``seed + c + 1``).
+    niter : int
+        k-means iterations per level.
+
+    Returns
+    -------
+    coarse : ndarray of float32, shape (n_coarse, d)
+    fine : ndarray of float32, shape (n_coarse, n_top, d)
+        Fine centroids per coarse cell; unused slots are far away.
+    n_top : int
+    """
+    n_top = max(2, math.isqrt(int(n_words) - 1) + 1)
+    coarse = kmeans(x, min(n_top, len(x)), seed, niter)
+    cell = nearest_centroids(x, coarse, 1)[:, 0]
+    fine = np.full((len(coarse), n_top, x.shape[1]), 1e3, np.float32)  # far = unused
+    for c in range(len(coarse)):
+        members = x[cell == c]
+        if not len(members):
+            members = coarse[c:c + 1]
+        cents = kmeans(members, n_top, seed + c + 1, niter)
+        fine[c, :len(cents)] = cents
+    return coarse, fine, n_top
+
+
+def assign_words(x: np.ndarray, coarse: np.ndarray, fine: np.ndarray, n_top: int,
+                 k: int) -> np.ndarray:
+    """The ``k`` nearest words of each descriptor: its coarse cell, then fine words in it.
+
+    Returns
+    -------
+    ndarray of int64, shape (len(x), k)
+        Word ids ``cell * n_top + fine``.
+    """
+    out = np.zeros((len(x), k), np.int64)
+    if not len(x):
+        return out
+    cell = nearest_centroids(x, coarse, 1)[:, 0]
+    for c in np.unique(cell):
+        rows = np.nonzero(cell == c)[0]
+        out[rows] = c * n_top + nearest_centroids(x[rows], fine[c], k)
+    return out
