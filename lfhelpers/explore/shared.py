@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -213,9 +214,9 @@ def _prepare(spec: SharedSpec, folder: Path) -> None:
     notes: list[str] = []
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    engine = src.load_engine(spec.index_dir, spec.cache_dir or None)
+    # the engine's recipe gives the embedder; its index, keypoints and vocabulary are not needed
     files = list(spec.gallery) + list(spec.queries)
-    result = engine.embedder().extract(files)
+    result = src.recipe_embedder(spec.index_dir, spec.cache_dir or None).extract(files)
     for path, reason in result.errors.items():
         notes.append(f"skipped {Path(path).name}: {reason}")
     kept = [f for f, ok in zip(files, result.ok, strict=True) if ok]
@@ -240,6 +241,13 @@ def _prepare(spec: SharedSpec, folder: Path) -> None:
         (work / "classes.json").write_text(json.dumps(classes), encoding="utf-8")
         timings["classifier_seconds"] = time.perf_counter() - t
 
+    # the map (t-SNE) and the thumbnails are made beside the colors, in threads that leave the
+    # interpreter (NumPy, OpenCV, Pillow): on 2 cores the first load takes the longest, not the sum
+    mapper = ThreadPoolExecutor(2)
+    drawn = (mapper.submit(_draw_map, np.asarray(result.features, np.float32), spec)
+             if spec.projection and len(kept) >= 3 else None)
+    thumbs = mapper.submit(_write_thumbnails, kept, work)
+
     namer = None
     if spec.color_model and Path(spec.color_model).is_file():
         namer = src.load_color_namer(spec.color_model, spec.color_source or "synthetic",
@@ -260,20 +268,11 @@ def _prepare(spec: SharedSpec, folder: Path) -> None:
         (work / "palettes.json").write_text(json.dumps(palettes), encoding="utf-8")
         timings["color_seconds"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    offsets = [0]
-    with open(work / "thumbs.bin", "wb") as fh:
-        for f in kept:
-            fh.write(thumbnail_bytes(f))
-            offsets.append(fh.tell())
-    np.save(work / "thumbs.npy", np.asarray(offsets, np.int64))
-    timings["thumbs_seconds"] = time.perf_counter() - t
-
-    if spec.projection and len(kept) >= 3:
-        t = time.perf_counter()
-        xy = src.project_2d(np.asarray(result.features, np.float32), spec.projection, spec.seed)
+    timings["thumbs_seconds"] = thumbs.result()
+    if drawn is not None:
+        xy, timings["map_seconds"] = drawn.result()
         np.save(work / f"map-{spec.projection}.npy", np.asarray(xy, np.float32))
-        timings["map_seconds"] = time.perf_counter() - t
+    mapper.shutdown()
 
     timings["prepare_seconds"] = time.perf_counter() - start
     info = {"spec": asdict(spec) | {"gallery": len(spec.gallery), "queries": len(spec.queries)},
@@ -281,6 +280,23 @@ def _prepare(spec: SharedSpec, folder: Path) -> None:
     (work / "info.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(work, folder)
+
+
+def _write_thumbnails(files: list[str], work: Path) -> float:
+    """``thumbs.bin`` (the JPEG thumbnails end to end) and ``thumbs.npy`` (their offsets)."""
+    t = time.perf_counter()
+    offsets = [0]
+    with open(work / "thumbs.bin", "wb") as fh:
+        for f in files:
+            fh.write(thumbnail_bytes(f))
+            offsets.append(fh.tell())
+    np.save(work / "thumbs.npy", np.asarray(offsets, np.int64))
+    return time.perf_counter() - t
+
+
+def _draw_map(features: np.ndarray, spec: SharedSpec) -> tuple[np.ndarray, float]:
+    t = time.perf_counter()
+    return src.project_2d(features, spec.projection, spec.seed), time.perf_counter() - t
 
 
 def thumbnail_bytes(path: str, side: int = THUMB_SIDE) -> bytes:

@@ -60,6 +60,14 @@ def gallery_index(vectors: np.ndarray, paths: Sequence[str], labels: Sequence[st
                                                                 list(labels))
 
 
+def recipe_embedder(index_dir: str | os.PathLike[str],
+                    cache_dir: str | os.PathLike[str] | None = None) -> Any:
+    """The embedder of the recipe saved with notebook 06's engine (nothing else is loaded)."""
+    from lfhelpers.similarity.search.recipe import Recipe
+
+    return Recipe.load(index_dir).embedder(cache_dir)
+
+
 def load_engine(index_dir: str | os.PathLike[str],
                 cache_dir: str | os.PathLike[str] | None = None) -> Any:
     """Notebook 06's saved :class:`~lfhelpers.similarity.search.engine.SearchEngine` (recipe,
