@@ -216,7 +216,8 @@ def _prepare(spec: SharedSpec, folder: Path) -> None:
     start = time.perf_counter()
     # the engine's recipe gives the embedder; its index, keypoints and vocabulary are not needed
     files = list(spec.gallery) + list(spec.queries)
-    result = src.recipe_embedder(spec.index_dir, spec.cache_dir or None).extract(files)
+    engine_embedder = src.recipe_embedder(spec.index_dir, spec.cache_dir or None)
+    result = engine_embedder.extract(files)
     for path, reason in result.errors.items():
         notes.append(f"skipped {Path(path).name}: {reason}")
     kept = [f for f, ok in zip(files, result.ok, strict=True) if ok]
@@ -227,7 +228,8 @@ def _prepare(spec: SharedSpec, folder: Path) -> None:
 
     if spec.classifier_model and Path(spec.classifier_model).is_file():
         t = time.perf_counter()
-        embedder = src.classifier_embedder(spec.classifier_model, spec.cache_dir or None)
+        embedder = (engine_embedder if src.same_classifier(engine_embedder, spec.classifier_model)
+                    else src.classifier_embedder(spec.classifier_model, spec.cache_dir or None))
         raw = embedder.extract(kept, normalize=False)
         proba = np.zeros((len(kept), 0), np.float32)
         if raw.ok.all():

@@ -68,6 +68,15 @@ def recipe_embedder(index_dir: str | os.PathLike[str],
     return Recipe.load(index_dir).embedder(cache_dir)
 
 
+def same_classifier(embedder: Any, model_path: str | os.PathLike[str]) -> bool:
+    """Whether ``embedder`` is notebook 03's classifier at ``model_path`` (then it also gives
+    the categories, without loading the model a second time)."""
+    from lfhelpers.models.backbones import CLASSIFIER
+
+    return (str(embedder.backbone).lower() == CLASSIFIER and bool(embedder.head_layers_)
+            and os.path.realpath(embedder.model_path) == os.path.realpath(model_path))
+
+
 def load_engine(index_dir: str | os.PathLike[str],
                 cache_dir: str | os.PathLike[str] | None = None) -> Any:
     """Notebook 06's saved :class:`~lfhelpers.similarity.search.engine.SearchEngine` (recipe,
