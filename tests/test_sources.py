@@ -573,6 +573,18 @@ def test_incomplete_copy_is_refreshed(mirror, register):
     assert victim.exists()
 
 
+def test_photos_added_to_a_fetched_copy_are_never_replaced(mirror, register):
+    """A rerun must not delete photos a person put into the fetched folder."""
+    register(_toy_dataset("http://127.0.0.1:9/unused.tar.gz"))
+    out = fetch("toy", mirror=mirror, progress=False)
+    first = next(out.rglob("*.jpg"))
+    added = first.with_name("my_new_photo.jpg")
+    added.write_bytes(first.read_bytes())
+    with pytest.raises(DataError, match="my_new_photo.jpg.*Nothing was changed"):
+        fetch("toy", mirror=mirror, progress=False)
+    assert added.exists() and first.exists()
+
+
 def test_missing_mirror_folder_is_a_clear_error(tmp_path, register):
     register(_toy_dataset("http://127.0.0.1:9/unused.tar.gz"))
     with pytest.raises(DataError, match=str(tmp_path / "nowhere" / "toy")):

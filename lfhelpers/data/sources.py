@@ -269,6 +269,23 @@ def _check_replaceable(dest: Path) -> None:
         )
 
 
+def _check_nothing_added(dest: Path, staged: Path, name: str) -> None:
+    """Refuse to replace an earlier fetch that holds files the source does not have: photos a
+    person added there would be lost (the earlier copy is left as it is)."""
+    if not dest.is_dir():
+        return
+    fresh = {p.relative_to(staged) for p in _visible_files(staged)}
+    added = [p.relative_to(dest) for p in _visible_files(dest)
+             if p.relative_to(dest) not in fresh]
+    if added:
+        raise DataError(
+            f"{dest} holds {len(added)} file(s) that are not part of {name} (e.g. "
+            f"{added[0]}): they were added after it was fetched, and fetching again would "
+            f"replace the folder. Nothing was changed. Move your own photos into a folder of "
+            f"your own and pass that folder as the source (notebook 01: source=<folder>; "
+            f"`python -m lfhelpers clean <folder>`), or remove them to fetch {name} again.")
+
+
 def _copy_tree(src: Path, dst: Path, progress: bool) -> None:
     """Copy the visible files of ``src`` into ``dst`` (contents only, fresh permissions)."""
     files = list(_visible_files(src))
@@ -424,6 +441,7 @@ def fetch(
                     logger.warning("removed the unreadable cached download %s", cached)
                     raise
         files, total = _write_marker(staged, dataset.name, source, method)
+        _check_nothing_added(dest, staged, dataset.name)
         _install(staged, dest)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
