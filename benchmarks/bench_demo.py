@@ -80,11 +80,11 @@ def photos_copy(mirror: Path, dest: Path, hold_out: int, seed: int = 0) -> tuple
     return raw, aside
 
 
-def run_demo(repo: Path, raw: Path, label: str) -> dict:
+def run_demo(repo: Path, raw: Path, label: str, jobs: int = 1) -> dict:
     """The demo's command in ``repo``; its seconds and the runner's per-notebook record."""
     env = {**os.environ, "PYTHONPATH": str(repo)}
     command = [sys.executable, "-m", "lfhelpers", "run", "--profile", "cpu", "--out",
-               "reports/runs/demo", "-p", f"source={raw}"]
+               "reports/runs/demo", "-p", f"source={raw}", "--jobs", str(jobs)]
     print(f"[{label}] {' '.join(command[1:])}", flush=True)
     start = time.perf_counter()
     done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", help="work folder (default: a temporary one, removed after)")
     parser.add_argument("--hold-out", type=int, default=50, help="photos added in step (d)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="notebooks run side by side (the runner's --jobs)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "demo.json"))
     args = parser.parse_args(argv)
     from lfhelpers.models.backbones import resolve_weights
@@ -127,10 +129,10 @@ def main(argv: list[str] | None = None) -> int:
         raw, held = photos_copy(Path(mirror), work / "photos", args.hold_out)
         before = yardstick(os.environ["LF_XCEPTION_WEIGHTS"])
         print(f"yardstick before: {before:.2f} images/s", flush=True)
-        fresh = run_demo(repo, raw, "fresh")
-        unchanged = run_demo(repo, raw, "unchanged")
+        fresh = run_demo(repo, raw, "fresh", args.jobs)
+        unchanged = run_demo(repo, raw, "unchanged", args.jobs)
         shutil.copytree(held, raw, dirs_exist_ok=True)
-        added = run_demo(repo, raw, f"{args.hold_out} new photos")
+        added = run_demo(repo, raw, f"{args.hold_out} new photos", args.jobs)
         after = yardstick(os.environ["LF_XCEPTION_WEIGHTS"])
         print(f"yardstick after: {after:.2f} images/s", flush=True)
         n_clean = int(added["figures"]["01_crawl_cleanup"]["n_clean"])
@@ -141,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         for nb in run["notebooks"].values():
             nb["passes"] = round(nb["seconds"] / pass_seconds, 3)
     result = {
-        "command": "python -m lfhelpers run --profile cpu (make demo), source = local LostNet",
+        "command": f"python -m lfhelpers run --profile cpu --jobs {args.jobs} (make demo), "
+                   "source = local LostNet",
         "yardstick_images_per_second": round(ips, 2), "yardstick_before": round(before, 2),
         "yardstick_after": round(after, 2), "clean_photos_after": n_clean,
         "seconds_per_plain_pass": round(pass_seconds, 1), "target_passes": 2,

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from lfhelpers.errors import DataError
-from lfhelpers.similarity.features.local import FORMAT_VERSION, Keypoints, LocalFeatures
+from lfhelpers.similarity.features.keypoints import Keypoints
+from lfhelpers.similarity.features.local import FORMAT_VERSION, LocalFeatures
 from lfhelpers.similarity.search.same_item import LocalStore, find_same_item, fuse, rerank
 from lfhelpers.similarity.search.verify import (
     SAME_ITEM_MIN_INLIERS,

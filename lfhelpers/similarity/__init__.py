@@ -11,7 +11,8 @@ features/     what a photo becomes
     cnn         CNN embeddings from any Keras application or the fine-tuned classifier
     network     where those networks are cut (the trunk store's layer); the classifier's head
     registry    the extractor registry: names -> vectors, and which extractor searches
-    local       local keypoints and descriptors (RootSIFT) for same-item matching
+    keypoints   what a photo's local features are (positions, RootSIFT descriptors)
+    local       their extraction and cache, for same-item matching
 search/       finding found items for a lost photo
     exact       exact nearest neighbours (NumPy blocks)
     backends    the index libraries: backend names, what is installed, faiss and hnswlib

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from lfhelpers.errors import ConfigError
-from lfhelpers.similarity.features.local import Keypoints
+from lfhelpers.similarity.features.keypoints import Keypoints
 
 #: Fewest inliers of a same-item decision, calibrated on the development photos: no pair of
 #: different objects reached it (about 18,000 pairs: UKBench cross-object pairs shortlisted by

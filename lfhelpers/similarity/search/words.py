@@ -29,7 +29,7 @@ import scipy.sparse as sp
 
 from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.fsutil import atomic_write, write_json
-from lfhelpers.similarity.features.local import Keypoints, rootsift
+from lfhelpers.similarity.features.keypoints import Keypoints, rootsift
 from lfhelpers.similarity.search.vocabulary import assign_words, train_tree
 
 _FORMAT = 1
