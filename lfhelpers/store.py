@@ -91,9 +91,6 @@ class ContentStore:
         """The file of the entry named ``digest``."""
         return self.folder / digest[:2] / f"{digest}{self.suffix}"
 
-    def __contains__(self, digest: str) -> bool:
-        return self.path(digest).is_file()
-
     def get(self, digest: str) -> Entry | None:
         """The entry, or ``None`` when it is missing or damaged (then set aside, logged)."""
         entry = self.path(digest)

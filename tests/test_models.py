@@ -194,12 +194,12 @@ def test_trunk_store_is_shared_by_training_and_the_fine_tuned_embeddings(data, t
     train, val = data[data.split == "train"], data[data.split == "val"]
     clf = XceptionClassifier(feature_cache=stored, **_params(epochs=1)).fit(train, val)
     model_file = clf.save(tmp_path / "m.keras")[0]
-    assert len(stored.store) == len(train) + len(val)
+    assert len(stored.trunk_store) == len(train) + len(val)
 
     files = list(train["file"][:6])
     via_store = Embedder("classifier", model_path=model_file, cache_dir=store_dir,
                          progress=False).fit()
-    assert via_store.trunk_store_.folder == stored.store.folder  # the same weights: one store
+    assert via_store.trunk_store_.folder == stored.trunk_store.folder  # same weights: one store
     got = via_store.extract(files, normalize=False)
     assert got.n_from_trunk == len(files) and got.n_cached == 0
     full = Embedder("classifier", model_path=model_file, progress=False).fit()
@@ -210,12 +210,12 @@ def test_trunk_store_is_shared_by_training_and_the_fine_tuned_embeddings(data, t
     # a photo never seen leaves its activations for the next reader; a damaged entry is redone
     new = list(data[data.split == "test"]["file"][:2])
     assert via_store.extract(new).n_from_trunk == 0
-    entry = stored.store.path(sha256_file(new[0]))
+    entry = stored.trunk_store.path(sha256_file(new[0]))
     assert entry.is_file()
     entry.write_bytes(b"not an array")
     fresh = Embedder("classifier", model_path=model_file, cache_dir=tmp_path / "other",
                      progress=False).fit()
-    fresh.trunk_store_ = stored.store
+    fresh.trunk_store_ = stored.trunk_store
     assert fresh.extract(new).n_from_trunk == 1
     assert entry.with_name(entry.name + ".damaged").is_file() and entry.is_file()
 

@@ -170,10 +170,9 @@ class FeatureCache:
         self._store: dict[tuple[str, str], np.ndarray] = {}
         self.unreadable: dict[str, str] = {}
         self.seconds = 0.0
-        self.n_stored = 0
         self.engine, self.precision = self._start_engine(engine, precision)
-        self.store = (trunk_store(cache_dir, trunk, self.image_size)
-                      if cache_dir and not self.pooled else None)
+        self.trunk_store = (trunk_store(cache_dir, trunk, self.image_size)
+                            if cache_dir and not self.pooled else None)
 
     def _start_engine(self, engine: str, precision: str) -> tuple[str, str]:
         if engine == "openvino":
@@ -255,30 +254,29 @@ class FeatureCache:
         start = time.perf_counter()
         with tqdm(total=len(todo), desc=f"Xception trunk ({view})", unit="img",
                   disable=not self.progress, mininterval=2.0) as bar:
-            if view == "orig" and self.store is not None:
-                values, errors, n_stored = stored_activations(
-                    todo, self.store, self.run_trunk, self.image_size, self.batch_size,
+            if view == "orig" and self.trunk_store is not None:  # kept on disk too
+                values, errors, _ = stored_activations(
+                    todo, self.trunk_store, self.run_trunk, self.image_size, self.batch_size,
                     on_done=bar.update)
-                for f, reason in errors.items():
-                    log.warning("Skipping unreadable image %s", reason)
-                    self.unreadable[f] = reason
-                for f, x in zip(todo, values, strict=True):
-                    if x is not None:
-                        self._store[(f, view)] = x
-                self.n_stored += n_stored
-                self.seconds += time.perf_counter() - start
-                return
-            for ok, pixels, errors in iter_pixel_batches(todo, self.image_size,
-                                                         self.batch_size):
-                for f, reason in errors.items():
-                    log.warning("Skipping unreadable image %s", reason)
-                    self.unreadable[f] = reason
-                if ok:
-                    feats = self.run_trunk(transform(pixels)).astype(np.float16)
-                    for f, x in zip(ok, feats, strict=True):
-                        self._store[(f, view)] = x
-                bar.update(len(ok) + len(errors))
+                self._skip(errors)
+                self._store.update({(f, view): x for f, x in zip(todo, values, strict=True)
+                                    if x is not None})
+            else:
+                for ok, pixels, errors in iter_pixel_batches(todo, self.image_size,
+                                                             self.batch_size):
+                    self._skip(errors)
+                    if ok:
+                        feats = self.run_trunk(transform(pixels)).astype(np.float16)
+                        for f, x in zip(ok, feats, strict=True):
+                            self._store[(f, view)] = x
+                    bar.update(len(ok) + len(errors))
         self.seconds += time.perf_counter() - start
+
+    def _skip(self, errors: dict[str, str]) -> None:
+        """Remember (and log) the files that could not be decoded."""
+        for f, reason in errors.items():
+            log.warning("Skipping unreadable image %s", reason)
+            self.unreadable[f] = reason
 
     @staticmethod
     def _pairs(files: Sequence[str], views: Sequence[str] | str) -> list[tuple[str, str]]:

@@ -190,11 +190,12 @@ class LocalFeatures:
         self.errors_: dict[str, str] = {}
         self.n_cached_ = 0
         files = [os.fspath(p) for p in paths]
+        store = self._store()
         if int(self.n_jobs) > 1 and len(files) > 1:
             with ThreadPoolExecutor(int(self.n_jobs)) as pool:
-                done = list(pool.map(self._one, files))
+                done = list(pool.map(lambda f: self._one(f, store), files))
         else:
-            done = [self._one(f) for f in files]
+            done = [self._one(f, store) for f in files]
         out = [kp for kp, _ in done]
         self.n_cached_ = sum(cached for _, cached in done)
         for path, kp in zip(files, out, strict=True):
@@ -203,14 +204,13 @@ class LocalFeatures:
         self.seconds_ = time.perf_counter() - start
         return out
 
-    def _one(self, path: str) -> tuple[Keypoints, bool]:
+    def _one(self, path: str, store: ContentStore | None) -> tuple[Keypoints, bool]:
         """Keypoints of one file and whether they came from the cache."""
         try:
             digest = sha256_file(path)
         except OSError as exc:
             return self._failed(path, DataError(
                 f"Cannot read {path}: {exc.strerror or exc}.")), False
-        store = self._store()
         if store is not None:
             cached = self._read(store, digest)
             if cached is not None:
