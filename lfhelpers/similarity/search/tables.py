@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,32 +25,33 @@ import pandas as pd
 MATCH_COLUMNS = ["query", "query_label", "rank", "path", "label", "score", "correct"]
 
 
+def _ranked(queries: Sequence[str], query_labels: Sequence[str], values: np.ndarray,
+            idx: np.ndarray) -> Iterator[tuple[str, str, int, float, int]]:
+    """``(query, query_label, rank, value, gallery row)`` of each found row (``-1``: none)."""
+    for q, (query, query_label) in enumerate(zip(queries, query_labels, strict=True)):
+        for rank, (value, i) in enumerate(zip(values[q], idx[q], strict=True), start=1):
+            if i >= 0:
+                yield query, query_label, rank, float(value), int(i)
+
+
 def neighbour_table(queries: Sequence[str], query_labels: Sequence[str], dist: np.ndarray,
                     idx: np.ndarray, files: Sequence[str], labels: np.ndarray) -> pd.DataFrame:
     """The neighbour table of ranked gallery rows ``idx`` (``-1``: none found) at ``dist``."""
-    rows = []
-    for q, (query, query_label) in enumerate(zip(queries, query_labels, strict=True)):
-        for rank, (d, i) in enumerate(zip(dist[q], idx[q], strict=True), start=1):
-            if i < 0:
-                continue
-            rows.append({"query": query, "query_label": query_label, "rank": rank,
-                         "file": files[i], "label": labels[i], "distance": float(d)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"query": query, "query_label": query_label, "rank": rank,
+                          "file": files[i], "label": labels[i], "distance": d}
+                         for query, query_label, rank, d, i
+                         in _ranked(queries, query_labels, dist, idx)])
 
 
 def match_table(queries: Sequence[str], query_labels: Sequence[str], scores: np.ndarray,
                 idx: np.ndarray, paths: Sequence[str], labels: np.ndarray) -> pd.DataFrame:
     """The match table of ranked gallery rows ``idx`` (``-1``: none found) with ``scores``."""
-    rows = []
-    for q, (qpath, qlabel) in enumerate(zip(queries, query_labels, strict=True)):
-        for rank, (s, i) in enumerate(zip(scores[q], idx[q], strict=True), start=1):
-            if i < 0:
-                continue
-            label = str(labels[i])
-            rows.append({"query": qpath, "query_label": qlabel, "rank": rank,
-                         "path": paths[i], "label": label, "score": float(s),
-                         "correct": bool(qlabel) and label == qlabel})
-    return pd.DataFrame(rows, columns=MATCH_COLUMNS)
+    return pd.DataFrame([{"query": qpath, "query_label": qlabel, "rank": rank,
+                          "path": paths[i], "label": str(labels[i]), "score": s,
+                          "correct": bool(qlabel) and str(labels[i]) == qlabel}
+                         for qpath, qlabel, rank, s, i
+                         in _ranked(queries, query_labels, scores, idx)],
+                        columns=MATCH_COLUMNS)
 
 
 def mismatched_queries(neighbours: pd.DataFrame) -> pd.DataFrame:
