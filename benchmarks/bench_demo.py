@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_xception import cpu_flags, yardstick  # noqa: E402
+from bench_xception import cpu_flags, write_results, yardstick  # noqa: E402
 
 #: Figures of the fresh run that ``reports/latest`` publishes and the demo must keep.
 KEPT = {
@@ -156,10 +156,7 @@ def main(argv: list[str] | None = None) -> int:
           f"fresh demo {fresh['seconds']:.0f} s = {fresh['passes']} passes; unchanged rerun "
           f"{unchanged['seconds']:.0f} s; {args.hold_out} new photos {added['seconds']:.0f} s = "
           f"{added['passes']} passes")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print("written:", out)
+    write_results(result, args.out)
     return 0
 
 

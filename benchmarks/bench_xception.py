@@ -63,6 +63,14 @@ print({batch} * {batches} / (time.perf_counter() - t))
     return float(done.stdout.strip().splitlines()[-1])
 
 
+def write_results(result: dict, out: str | Path) -> None:
+    """Write a benchmark's figures as JSON (folders made) and say where."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print("written:", out)
+
+
 def cpu_flags() -> list[str]:
     """The CPU's vector and matrix extensions that matter for inference speed."""
     try:
@@ -136,10 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"notebook 03 (cpu profile, empty cache): {seconds:.0f} s x {ips:.2f} images/s = "
           f"{result['units']} units (target {TARGET_UNITS}, baseline {BASELINE['units']}); "
           f"test top-1 {result['test_top1']:.4f}, top-3 {result['test_top3']:.4f}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print("written:", out)
+    write_results(result, args.out)
     return 0
 
 
