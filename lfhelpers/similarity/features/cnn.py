@@ -346,7 +346,7 @@ class Embedder(ClassifierCategories, TransformerMixin, BaseEstimator):
                 errors[files[i]] = f"{type(exc).__name__}: {exc}"
                 bar.update()
             if len(pending) == int(self.batch_size) or (pending and i == todo[-1]):
-                images = self._padded(np.stack([img for _, img in pending]))
+                images = self._padded(np.stack([img for _, img in pending]), int(self.batch_size))
                 out = self._forward(images)
                 if self.flip:
                     out = (out + self._forward(images[:, :, ::-1])) / 2
@@ -361,27 +361,24 @@ class Embedder(ClassifierCategories, TransformerMixin, BaseEstimator):
             if self.vector_store_ is not None:
                 self.vector_store_.put(digests[i], row)
 
-    def _padded(self, images: np.ndarray) -> np.ndarray:
-        """Pad a batch to ``batch_size`` so the compiled graph is reused (not a lone photo:
+    def _padded(self, images: np.ndarray, batch: int) -> np.ndarray:
+        """Pad a batch to ``batch`` rows so the compiled graph is reused (not a lone photo:
         padding it to a full batch cost 20x the time)."""
         x = np.asarray(images, np.float32)
-        batch = 1 if getattr(self, "_lone", False) else int(self.batch_size)
+        batch = 1 if getattr(self, "_lone", False) else batch
         if len(x) < batch:
             x = np.concatenate([x, np.zeros((batch - len(x), *x.shape[1:]), np.float32)])
         return x
 
     def _run_trunk(self, pixels: np.ndarray) -> np.ndarray:
         """Trunk activations of a batch of pixels (0-255)."""
-        x = self.preprocess_(np.array(self._padded(pixels), dtype=np.float32, copy=True))
+        x = self.preprocess_(np.array(self._padded(pixels, int(self.batch_size)), copy=True))
         return np.asarray(self.trunk_.predict_on_batch(x), np.float32)[:len(pixels)]
 
     def _run_top(self, activations: np.ndarray) -> np.ndarray:
         """Vectors of a batch of trunk activations (the top of the network and the pooling)."""
-        x = np.asarray(activations, np.float32)
-        n = len(x)
-        if n < TOP_BATCH and not getattr(self, "_lone", False):
-            x = np.concatenate([x, np.zeros((TOP_BATCH - n, *x.shape[1:]), np.float32)])
-        out = np.asarray(self.top_.predict_on_batch(x), np.float32)[:n]
+        out = self.top_.predict_on_batch(self._padded(activations, TOP_BATCH))
+        out = np.asarray(out, np.float32)[:len(activations)]
         return pool_maps(out, self.pooling, self.gem_p) if out.ndim == 4 else out
 
     def _forward(self, images: np.ndarray) -> np.ndarray:
