@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from PIL import Image
 from lfhelpers.data import class_counts, ensure_manifest, prepare_dataset, read_manifest
 from lfhelpers.data.checks import CleanOptions, inspect_file
 from lfhelpers.data.clean import clean_dataset, read_label_map
+from lfhelpers.data.split import split_manifest
 from lfhelpers.errors import ConfigError, DataError
 
 
@@ -347,3 +349,25 @@ def test_a_verb_that_needs_a_clean_set_names_a_foreign_manifest(tmp_path, capsys
     err = capsys.readouterr().err
     assert "not a manifest of this project" in err and "lfhelpers clean" in err
     assert "Traceback" not in err and "KeyError" not in err
+
+
+def test_adding_photos_keeps_the_split_of_the_photos_already_there(tmp_path):
+    from lfhelpers.data.fixtures import make_synthetic_dataset
+
+    raw = tmp_path / "raw"
+    make_synthetic_dataset(raw, n_per_class=30, size=64, seed=2, labels=["ball", "card"])
+    clean = tmp_path / "clean"
+    first = prepare_dataset(raw, clean, seed=1, min_per_class=5, progress=False).manifest
+    extra = tmp_path / "extra"
+    make_synthetic_dataset(extra, n_per_class=6, size=64, seed=9, labels=["ball", "card"])
+    for photo in extra.rglob("*.jpg"):
+        shutil.copy(photo, raw / photo.parent.name / f"new_{photo.name}")
+    second = read_manifest(prepare_dataset(raw, clean, seed=1, min_per_class=5,
+                                           progress=False).clean_dir)
+    kept = second.merge(first[["sha256", "split"]], on="sha256", suffixes=("", "_first"))
+    assert len(kept) == len(first) and (kept["split"] == kept["split_first"]).all()
+    assert len(second) > len(first)
+    # other split settings split everything afresh
+    third = prepare_dataset(raw, clean, seed=5, min_per_class=5, progress=False).manifest
+    fresh = split_manifest(third.drop(columns="split"), seed=5, min_per_class=5)
+    assert third["split"].tolist() == fresh["split"].tolist()

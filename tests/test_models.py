@@ -279,7 +279,7 @@ def test_empty_or_single_class_training_set_is_refused(data, cache):
 # ------------------------------------------------------------------ saving and the CLI
 
 
-def test_save_load_roundtrip(fitted, data, tmp_path):
+def test_save_load_roundtrip(fitted, data, cache, tmp_path):
     paths = fitted.save(tmp_path / "models" / "xception.keras")
     assert [p.name for p in paths] == ["xception.keras", "xception.labels.json"]
     meta = json.loads(labels_path(paths[0]).read_text(encoding="utf-8"))
@@ -290,6 +290,14 @@ def test_save_load_roundtrip(fitted, data, tmp_path):
     assert np.allclose(loaded.predict_proba(test), fitted.predict_proba(test), atol=1e-4)
     with pytest.raises(ConfigError, match=r"\.keras"):
         fitted.save(tmp_path / "model.h5")
+    # a kept model is scored from the trunk activations, as the fitted one is
+    from_cache = XceptionClassifier.load(paths[0], feature_cache=cache)
+    assert np.allclose(from_cache.predict_proba(test), fitted.predict_proba(test), atol=1e-5)
+    assert from_cache.evaluate(test)["top1"] == fitted.evaluate(test)["top1"]
+    other = FeatureCache(image_size=SIZE, weights="none", unfreeze_blocks=2, batch_size=16,
+                         seed=0, progress=False)
+    with pytest.raises(ConfigError, match="does not match"):
+        XceptionClassifier.load(paths[0], feature_cache=other)
 
 
 def test_flip_tta_is_saved_with_the_model(data, cache, tmp_path):

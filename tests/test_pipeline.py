@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -144,6 +145,27 @@ def test_smoke_profile_runs_every_notebook(smoke_run):
         for suffix in (".ipynb", ".html"):
             text = (out / f"{stem}{suffix}").read_text(encoding="utf-8")
             assert not [n for n in noise if n in text], f"{stem}{suffix} has log noise"
+
+
+@pytest.mark.slow
+def test_a_rerun_of_03_on_unchanged_data_keeps_the_saved_model(smoke_run, tmp_path):
+    """Notebook 03 run again on the same training photos scores the model it saved, unchanged."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    model = run / "models" / "xception_smoke.keras"
+    before = model.read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "lfhelpers", "run", "--profile", "smoke",
+                           "--out", str(run), "--only", "03", "--force", "03", "--no-html"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    first = json.loads((smoke_run / "metrics.json").read_text())["03_xception_finetune"]
+    again = json.loads((run / "metrics.json").read_text())["03_xception_finetune"]
+    assert again["kept_model"] is True and first["kept_model"] is False
+    assert again["train_seconds"] == 0 and model.read_bytes() == before
+    assert (again["test_top1"], again["n_test"]) == (first["test_top1"], first["n_test"])
+    assert abs(again["test_top3"] - first["test_top3"]) < 1e-9
 
 
 def test_atomic_writes_get_the_usual_permissions(tmp_path):

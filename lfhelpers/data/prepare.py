@@ -8,6 +8,7 @@ synthetic fixture); :func:`prepare_dataset` cleans and splits them into a folder
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -20,8 +21,14 @@ from lfhelpers.data.clean import CleanReport, clean_dataset, list_raw_files
 from lfhelpers.data.manifest import project_manifest, write_manifest
 from lfhelpers.data.split import split_manifest
 from lfhelpers.errors import DataError
+from lfhelpers.fsutil import write_json
 
 log = logging.getLogger(__name__)
+
+#: The split settings of a clean set's last run (kept splits are reused only under the same).
+SPLIT_SETTINGS = "split.json"
+#: Version of the split method; a change splits every clean set afresh.
+SPLIT_VERSION = 1
 
 
 def prepare_dataset(
@@ -38,6 +45,11 @@ def prepare_dataset(
     corrections: str | os.PathLike[str] | None = None,
 ) -> CleanReport:
     """Clean ``raw_dir`` into ``clean_dir``, split it, and write ``manifest.csv``.
+
+    A rerun on the same ``clean_dir`` with the same ``seed`` and ``min_per_class`` keeps the
+    split of every photo it split before and only assigns the new ones (see
+    :func:`lfhelpers.data.split.split_manifest`'s ``previous``); the settings are kept in
+    ``clean_dir/split.json``. Delete that file to split everything afresh.
 
     Logs a warning when fewer than two classes are left to train on.
 
@@ -67,15 +79,36 @@ def prepare_dataset(
         With the split manifest.
     """
 
+    settings = {"version": SPLIT_VERSION, "seed": int(seed), "min_per_class": int(min_per_class)}
+    previous = _previous_split(clean_dir, settings)
     report = clean_dataset(raw_dir, clean_dir, options=options, label_map=label_map,
                            n_jobs=n_jobs, progress=progress, corrections=corrections)
     if report.manifest.empty:
         raise DataError(f"Every file of {raw_dir} was rejected; see {clean_dir}/rejects.csv.")
     report.manifest = split_manifest(report.manifest, seed=seed, min_per_class=min_per_class,
-                                     on_small_class=on_small_class)
+                                     on_small_class=on_small_class, previous=previous)
     write_manifest(report.manifest, clean_dir)
+    write_json(Path(clean_dir) / SPLIT_SETTINGS, settings)
     _warn_if_untrainable(report.manifest, raw_dir, min_per_class)
     return report
+
+
+def _previous_split(clean_dir: str | os.PathLike[str], settings: dict) -> pd.DataFrame | None:
+    """The split of the last run on ``clean_dir``, if it used the same settings."""
+    path = Path(clean_dir) / SPLIT_SETTINGS
+    manifest = project_manifest(clean_dir)
+    if manifest is None or not path.is_file():
+        return None
+    try:
+        same = json.loads(path.read_text(encoding="utf-8")) == settings
+    except (OSError, ValueError) as exc:
+        log.warning("Split afresh: %s is unreadable (%s).", path, exc)
+        return None
+    if not same:
+        log.info("Split afresh: the split settings changed since the last run (%s).", path)
+        return None
+    return pd.read_csv(manifest, usecols=["path", "sha256", "split"], dtype=str,
+                       keep_default_na=False)
 
 
 def _warn_if_untrainable(manifest: pd.DataFrame, raw_dir: str | os.PathLike[str],

@@ -1,7 +1,14 @@
-"""Seeded, stratified train/val/test split that keeps near-duplicate groups together."""
+"""Seeded, stratified train/val/test split that keeps near-duplicate groups together.
+
+A split is stable under additions: given the ``previous`` manifest of the same clean set (made
+with the same split settings), every photo it split keeps its split, and only new photos are
+assigned (see :func:`split_manifest`). Adding photos therefore never moves a training photo into
+the test set, and what was trained on stays comparable.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import warnings
 
@@ -51,6 +58,7 @@ def split_manifest(
     val_size: float = 0.1,
     min_per_class: int = 10,
     on_small_class: str = "exclude",
+    previous: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Fill the ``split`` column: stratified train/test, then train/val, seeded.
 
@@ -70,6 +78,13 @@ def split_manifest(
         Classes with fewer clean images are not split.
     on_small_class : {"exclude", "error"}
         ``"exclude"`` marks such classes ``excluded`` with a warning; ``"error"`` raises.
+    previous : pandas.DataFrame, optional
+        An earlier split of the same set with the same settings (rows with ``sha256`` or
+        ``path``, and ``split``). Its photos keep their split; a near-duplicate group that holds
+        some of them takes theirs (the held-out one, test before val before train, if they
+        disagree); other new photos of a class split before go to test, val or train by a seeded
+        hash of their content, in the same proportions; a class with no photo split before is
+        split as a whole, as without ``previous``.
 
     Returns
     -------
@@ -98,6 +113,10 @@ def split_manifest(
     if usable.sum() == 0:
         raise DataError(f"No class has at least {min_per_class} clean images to split.")
     idx = np.flatnonzero(usable.to_numpy())
+    if previous is not None:
+        kept = _previous_splits(out, previous)
+        if kept.notna().any():
+            return _extend_split(out, kept, usable.to_numpy(), seed, test_size, val_size)
     labels = out["label"].to_numpy()[idx]
     groups = out["group"].to_numpy()[idx]
     test = _first_fold(labels, groups, test_size, seed)
@@ -114,3 +133,58 @@ def split_manifest(
     split[rest[val]] = "val"
     out["split"] = split
     return out
+
+
+#: When two earlier splits meet in one near-duplicate group, the held-out one wins.
+_PRECEDENCE = ("test", "val", "train")
+
+
+def _previous_splits(manifest: pd.DataFrame, previous: pd.DataFrame) -> pd.Series:
+    """The earlier split of each row (by content digest, else by path); NaN for new photos."""
+    key = "sha256" if "sha256" in manifest.columns and "sha256" in previous.columns else "path"
+    earlier = previous[previous["split"].isin(_PRECEDENCE)].drop_duplicates(key)
+    return manifest[key].map(earlier.set_index(key)["split"])
+
+
+def _hash_fraction(text: str, seed: int) -> float:
+    """A uniform number in [0, 1) drawn from ``text`` and ``seed`` (the same on every run)."""
+    digest = hashlib.sha256(f"{seed}|{text}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _extend_split(out: pd.DataFrame, kept: pd.Series, usable: np.ndarray, seed: int,
+                  test_size: float, val_size: float) -> pd.DataFrame:
+    """Keep the earlier splits and assign the new photos (see :func:`split_manifest`)."""
+    split = np.where(usable, None, "excluded").astype(object)
+    key = out["sha256"] if "sha256" in out.columns else out["path"]
+    fresh_classes = []
+    moved = 0
+    for label, rows in out[usable].groupby("label", sort=True):
+        if kept.loc[rows.index].isna().all():
+            fresh_classes.append(label)  # nothing split before: split the class as a whole
+            continue
+        for _, members in rows.groupby("group", sort=False):
+            known = kept.loc[members.index].dropna()
+            if len(known):
+                chosen = next(s for s in _PRECEDENCE if s in set(known))
+                moved += int((known != chosen).sum())
+            else:
+                u = _hash_fraction(str(key.loc[members.index].min()), seed)
+                chosen = ("test" if u < test_size
+                          else "val" if u < test_size + (1 - test_size) * val_size else "train")
+            split[out.index.get_indexer(members.index)] = chosen
+    if moved:
+        log.warning("%d photo(s) changed split: a new near duplicate joined photos of two splits "
+                    "(the held-out split was kept for the whole group).", moved)
+    if fresh_classes:
+        rows = out["label"].isin(fresh_classes).to_numpy() & usable
+        part = split_manifest(out[rows], seed=seed, test_size=test_size, val_size=val_size,
+                              min_per_class=1)
+        split[rows] = part["split"].to_numpy()
+    n_new = int((kept.isna() & usable).sum())
+    if n_new:
+        log.info("Kept the earlier split of %d photo(s); assigned %d new one(s).",
+                 int(kept.notna().sum()), n_new)
+    result = out.copy()
+    result["split"] = split
+    return result

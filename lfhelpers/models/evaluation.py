@@ -134,7 +134,8 @@ def comparison_table(results: Mapping[str, Any]) -> pd.DataFrame:
     for name, value in results.items():
         if isinstance(value, tuple):
             clf, evaluation = value
-            value = {**evaluation, "n_train": clf.n_train_, "train_seconds": clf.train_seconds_}
+            value = {**evaluation, "n_train": getattr(clf, "n_train_", np.nan),
+                     "train_seconds": getattr(clf, "train_seconds_", np.nan)}
         rows[name] = {c: value.get(c, np.nan) for c in cols}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "run"

@@ -497,8 +497,23 @@ class XceptionClassifier:
         return [path, labels]
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> XceptionClassifier:
-        """Load a model saved by :meth:`save` (predicts through the whole network)."""
+    def load(cls, path: str | os.PathLike[str],
+             feature_cache: FeatureCache | None = None) -> XceptionClassifier:
+        """Load a model saved by :meth:`save`.
+
+        Parameters
+        ----------
+        path : path-like
+            The ``.keras`` file.
+        feature_cache : FeatureCache, optional
+            The trunk activations the model was trained on (same size, weights and
+            ``unfreeze_blocks``): it then predicts from them through its top blocks and head
+            (a tenth of the network) instead of through the whole network.
+
+        Returns
+        -------
+        XceptionClassifier
+        """
         from lfhelpers.models.predict import load_model
 
         model, labels, meta = load_model(path)
@@ -506,4 +521,20 @@ class XceptionClassifier:
                   unfreeze_blocks=int(meta.get("unfreeze_blocks", 0)),
                   flip_tta=bool(meta.get("flip_tta", False)))
         clf.model_, clf.classes_, clf.feature_cache_ = model, labels, None
+        if feature_cache is not None:
+            clf.cut_model_ = _cut_model(model, feature_cache, clf)
+            clf.feature_cache_ = feature_cache
         return clf
+
+
+def _cut_model(model: keras.Model, cache: FeatureCache,
+               clf: XceptionClassifier) -> keras.Model:
+    """The saved classifier from the cache's trunk activations to its probabilities."""
+    if (cache.image_size, cache.unfreeze_blocks) != (clf.image_size, clf.unfreeze_blocks) or \
+            cache.pooled:
+        raise ConfigError(f"The feature cache ({cache.image_size} px, unfreeze_blocks="
+                          f"{cache.unfreeze_blocks}) does not match the saved model "
+                          f"({clf.image_size} px, unfreeze_blocks={clf.unfreeze_blocks}).")
+    acts = keras.Input(tuple(cache.feature_shape), name="trunk_features")
+    x = model.get_layer("avg_pool")(model.get_layer("top_blocks")(acts))
+    return keras.Model(acts, model.get_layer("head")(x), name="trunk_to_probabilities")
