@@ -641,3 +641,14 @@ def test_predict_help_does_not_import_tensorflow():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert done.stdout.strip().endswith("no tf"), done.stdout + done.stderr
+
+
+def test_phase_two_has_its_own_patience():
+    import keras
+
+    clf = XceptionClassifier(patience=4, fine_tune_patience=1, progress=False)
+    stops = {phase: [c.patience for c in clf._callbacks(phase, True, 3)
+                     if isinstance(c, keras.callbacks.EarlyStopping)]
+             for phase in ("phase1", "phase2")}
+    assert stops == {"phase1": [4], "phase2": [1]}
+    assert XceptionClassifier(patience=4)._callbacks("phase2", True, 3)[0].patience == 4

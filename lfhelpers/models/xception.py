@@ -125,6 +125,10 @@ class XceptionClassifier:
     patience : int
         Early stopping: epochs without a better validation loss before stopping; the best
         epoch's weights are restored at the end of each phase. Needs validation data.
+    fine_tune_patience : int, optional
+        The same for phase 2 alone (``None``: ``patience``). An epoch of phase 2 costs a pass of
+        the top blocks over the training set, so a CPU run stops at the first epoch that does
+        not improve.
     augment_views : int
         Random augmented copies per training image (Keras preprocessing layers). With
         ``cache_trunk=True`` they are fixed copies computed once; with ``False`` phase 2
@@ -175,6 +179,7 @@ class XceptionClassifier:
         fine_tune_learning_rate: float = 1e-5,
         class_weight: str | None = None,
         patience: int = 3,
+        fine_tune_patience: int | None = None,
         augment_views: int = 0,
         cache_trunk: bool = True,
         flip_tta: bool = False,
@@ -195,6 +200,7 @@ class XceptionClassifier:
         self.fine_tune_learning_rate = fine_tune_learning_rate
         self.class_weight = class_weight
         self.patience = patience
+        self.fine_tune_patience = fine_tune_patience
         self.augment_views = augment_views
         self.cache_trunk = cache_trunk
         self.flip_tta = flip_tta
@@ -220,9 +226,12 @@ class XceptionClassifier:
 
     def _callbacks(self, phase: str, has_val: bool, epochs: int) -> list:
         callbacks: list = []
-        if has_val and self.patience is not None and self.patience > 0:
+        patience = self.patience
+        if phase == "phase2" and self.fine_tune_patience is not None:
+            patience = self.fine_tune_patience
+        if has_val and patience is not None and patience > 0:
             callbacks.append(keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=int(self.patience), restore_best_weights=True))
+                monitor="val_loss", patience=int(patience), restore_best_weights=True))
         if self.log_dir:
             import importlib.util
 
