@@ -44,6 +44,8 @@ from typing import Any
 import numpy as np
 
 from lfhelpers.explore import sources as src
+from lfhelpers.fsutil import sha256_file
+from lfhelpers.store import ContentStore
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ log = logging.getLogger(__name__)
 VERSION = 1
 #: Longer side of the stored thumbnails (the cards show them at 160-220 px).
 THUMB_SIDE = 224
+#: Their JPEG quality.
+THUMB_QUALITY = 82
 #: Seconds a visitor's kernel waits for another process that is preparing the same folder.
 WAIT_SECONDS = 1800
 
@@ -214,8 +218,12 @@ def _prepare(spec: SharedSpec, folder: Path) -> None:
     notes: list[str] = []
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    # the engine's recipe gives the embedder; its index, keypoints and vocabulary are not needed
     files = list(spec.gallery) + list(spec.queries)
+    # the thumbnails (kept per photo) are made while the vectors are read, in a thread that
+    # leaves the interpreter (Pillow); the map follows the vectors, beside the colors
+    mapper = ThreadPoolExecutor(2)
+    thumbs = mapper.submit(_write_thumbnails, files, work, spec.cache_dir or None)
+    # the engine's recipe gives the embedder; its index, keypoints and vocabulary are not needed
     engine_embedder = src.recipe_embedder(spec.index_dir, spec.cache_dir or None)
     result = engine_embedder.extract(files)
     for path, reason in result.errors.items():
@@ -243,12 +251,10 @@ def _prepare(spec: SharedSpec, folder: Path) -> None:
         (work / "classes.json").write_text(json.dumps(classes), encoding="utf-8")
         timings["classifier_seconds"] = time.perf_counter() - t
 
-    # the map (t-SNE) and the thumbnails are made beside the colors, in threads that leave the
-    # interpreter (NumPy, OpenCV, Pillow): on 2 cores the first load takes the longest, not the sum
-    mapper = ThreadPoolExecutor(2)
+    # the map (t-SNE) is made beside the colors, in a thread that leaves the interpreter (NumPy,
+    # OpenCV): on 2 cores the first load takes the longest, not the sum
     drawn = (mapper.submit(_draw_map, np.asarray(result.features, np.float32), spec)
              if spec.projection and len(kept) >= 3 else None)
-    thumbs = mapper.submit(_write_thumbnails, kept, work)
 
     namer = None
     if spec.color_model and Path(spec.color_model).is_file():
@@ -271,6 +277,8 @@ def _prepare(spec: SharedSpec, folder: Path) -> None:
         timings["color_seconds"] = time.perf_counter() - t
 
     timings["thumbs_seconds"] = thumbs.result()
+    if len(kept) < len(files):  # the thumbnails follow files.json: drop the skipped photos'
+        _keep_thumbnails(work, [files.index(f) for f in kept])
     if drawn is not None:
         xy, timings["map_seconds"] = drawn.result()
         np.save(work / f"map-{spec.projection}.npy", np.asarray(xy, np.float32))
@@ -284,16 +292,49 @@ def _prepare(spec: SharedSpec, folder: Path) -> None:
     os.replace(work, folder)
 
 
-def _write_thumbnails(files: list[str], work: Path) -> float:
-    """``thumbs.bin`` (the JPEG thumbnails end to end) and ``thumbs.npy`` (their offsets)."""
+def _write_thumbnails(files: list[str], work: Path, cache_dir: str | None = None) -> float:
+    """``thumbs.bin`` (the JPEG thumbnails end to end) and ``thumbs.npy`` (their offsets).
+
+    With ``cache_dir``, each thumbnail is kept under ``<cache_dir>/thumbnails`` by the photo's
+    content, so that a gallery with a few new photos makes a few new thumbnails.
+    """
     t = time.perf_counter()
+    store = (ContentStore.under(Path(cache_dir) / "thumbnails",
+                                {"side": THUMB_SIDE, "format": "jpeg", "quality": THUMB_QUALITY})
+             if cache_dir else None)
     offsets = [0]
     with open(work / "thumbs.bin", "wb") as fh:
         for f in files:
-            fh.write(thumbnail_bytes(f))
+            fh.write(_thumbnail(f, store))
             offsets.append(fh.tell())
     np.save(work / "thumbs.npy", np.asarray(offsets, np.int64))
     return time.perf_counter() - t
+
+
+def _thumbnail(path: str, store: ContentStore | None) -> bytes:
+    """A photo's thumbnail, from the store when it holds one for the photo's bytes."""
+    if store is None:
+        return thumbnail_bytes(path)
+    try:
+        digest = sha256_file(path)
+    except OSError:
+        return b""
+    kept = store.get(digest)
+    if kept is not None:
+        return np.asarray(kept, np.uint8).tobytes()
+    data = thumbnail_bytes(path)
+    if data:
+        store.put(digest, np.frombuffer(data, np.uint8))
+    return data
+
+
+def _keep_thumbnails(work: Path, rows: list[int]) -> None:
+    """Rewrite ``thumbs.bin``/``thumbs.npy`` with the thumbnails of ``rows`` only, in order."""
+    offsets = np.load(work / "thumbs.npy")
+    data = (work / "thumbs.bin").read_bytes()
+    parts = [data[offsets[i]:offsets[i + 1]] for i in rows]
+    (work / "thumbs.bin").write_bytes(b"".join(parts))
+    np.save(work / "thumbs.npy", np.concatenate([[0], np.cumsum([len(x) for x in parts])]))
 
 
 def _draw_map(features: np.ndarray, spec: SharedSpec) -> tuple[np.ndarray, float]:
@@ -309,7 +350,7 @@ def thumbnail_bytes(path: str, side: int = THUMB_SIDE) -> bytes:
         return b""
     image.thumbnail((side, side))
     buf = io.BytesIO()
-    image.convert("RGB").save(buf, "JPEG", quality=82)
+    image.convert("RGB").save(buf, "JPEG", quality=THUMB_QUALITY)
     return buf.getvalue()
 
 
