@@ -46,7 +46,8 @@ from bench_xception import cpu_flags, write_results, yardstick  # noqa: E402
 #: Figures of the fresh run that ``reports/latest`` publishes and the demo must keep.
 KEPT = {
     "01_crawl_cleanup": ["n_clean", "n_rejected", "n_label_conflicts"],
-    "03_xception_finetune": ["test_top1", "test_top3", "trunk_seconds", "train_seconds"],
+    "03_xception_finetune": ["test_top1", "test_top3", "trunk_seconds", "train_seconds",
+                             "kept_model", "train_photos_added"],
     "06_cnn_search_clustering": ["p_at_5", "loo_p_at_5", "dvd_recall_at_1_verified",
                                  "ukbench_ns_verified"],
     "07_explore": ["load_seconds"],
