@@ -1,7 +1,9 @@
 """The tutorial's classifier on image features, its evaluation, and feature-set comparisons.
 
 * :func:`make_classifier`: ``StandardScaler`` + ``LogisticRegression``, as in the tutorial.
-* :func:`evaluate`: leave-one-out and 5-fold accuracy, a per-class report and a confusion matrix.
+* :func:`evaluate`: leave-one-out and 5-fold accuracy, a per-class report and a confusion matrix
+  (the leave-one-out fits of :func:`make_classifier`'s shape are solved together, exactly, by
+  :func:`~lfhelpers.similarity.evaluation.loo.leave_one_out_predict`).
 * :func:`compare_features`: several feature sets of the same photos (the tutorial's haralick
   features, the defaults, the color histogram, texture + color) in one table of accuracy and
   seconds; :func:`time_extraction`: their extraction speed, measured with the cache bypassed.
@@ -26,18 +28,14 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import classification_report, confusion_matrix
-from sklearn.model_selection import (
-    LeaveOneOut,
-    StratifiedKFold,
-    cross_val_predict,
-    cross_val_score,
-)
+from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from lfhelpers.errors import DataError
 from lfhelpers.images import IMAGE_SUFFIXES
 from lfhelpers.plots import confusion_matrix as confusion_matrix_plot
+from lfhelpers.similarity.evaluation.loo import leave_one_out_predict
 from lfhelpers.similarity.features.base import Extraction
 from lfhelpers.store import kept_results
 
@@ -103,9 +101,12 @@ def evaluate(features: np.ndarray, labels: Sequence[str], seed: int = 42, n_spli
     n_splits : int
         Folds of the k-fold estimate (lowered to the smallest class size when needed).
     n_jobs : int, optional
-        Parallel fits.
+        Parallel fits (k-fold; leave-one-out of a classifier of another shape than
+        :func:`make_classifier`'s, whose leave-one-out runs on one thread).
     classifier : Pipeline, optional
-        Default :func:`make_classifier`.
+        Default :func:`make_classifier`. Its leave-one-out predictions are the optimum of each
+        fit (:func:`~lfhelpers.similarity.evaluation.loo.leave_one_out_predict`); another
+        shape goes through ``cross_val_predict(..., LeaveOneOut())``.
 
     Returns
     -------
@@ -127,7 +128,7 @@ def evaluate(features: np.ndarray, labels: Sequence[str], seed: int = 42, n_spli
                     folds, n_splits, counts.min())
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     cv_scores = cross_val_score(clf, X, y, cv=cv, n_jobs=n_jobs)
-    predictions = cross_val_predict(clf, X, y, cv=LeaveOneOut(), n_jobs=n_jobs)
+    predictions = leave_one_out_predict(clf, X, y, n_jobs=n_jobs)
     report = pd.DataFrame(classification_report(y, predictions, labels=classes,
                                                 output_dict=True, zero_division=0)).T
     report["support"] = report["support"].astype(int)
@@ -286,14 +287,16 @@ def compare_features(extractors: Mapping[str, object], files: Sequence[str | os.
         ``FeatureUnion`` would), e.g. ``{"texture + color": ["texture", "color"]}``.
     cache_dir : path-like, optional
         Each set's evaluation is kept in ``<cache_dir>/texture_evaluation``
-        (:func:`lfhelpers.store.kept_results`, by the features, the labels and the code): a
-        rerun on the same photos does not fit the leave-one-out classifiers again.
+        (:func:`lfhelpers.store.kept_results`, by the features, the labels and the code of
+        this module and of :mod:`~lfhelpers.similarity.evaluation.loo`): a rerun on the same
+        photos does not fit the leave-one-out classifiers again.
 
     Returns
     -------
     Comparison
     """
-    scored = kept_results(cache_dir, "texture_evaluation", sys.modules[__name__]).cache(
+    scored = kept_results(cache_dir, "texture_evaluation", sys.modules[__name__],
+                          sys.modules[leave_one_out_predict.__module__]).cache(
         evaluate, ignore=["n_jobs"])
     files = [os.fspath(f) for f in files]
     labels = np.asarray(labels, dtype=str)
