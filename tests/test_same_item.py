@@ -448,3 +448,40 @@ def test_pair_verification_is_the_engines(photos, tmp_path):
     assert found.inliers == expected.inliers >= SAME_ITEM_MIN_INLIERS
     np.testing.assert_array_equal(found.query_points, expected.query_points)
     np.testing.assert_array_equal(found.found_points, expected.found_points)
+
+
+def test_engine_keeps_its_visual_words_by_the_gallerys_descriptors(photos, tmp_path,
+                                                                     monkeypatch, caplog):
+    """A gallery indexed again reads its visual words back (same answers); another gallery,
+    photo order or vocabulary setting trains them again; a damaged kept copy is recomputed."""
+    from lfhelpers.similarity.search.recipe import Recipe
+
+    gallery = [photos["other"], photos["item"], photos["third"]]
+    engine, vectors = _engine(tmp_path, gallery)
+    before = engine.search([str(photos["copy"])], k=3, vectors=vectors[:1])
+    kept = list((tmp_path / "cache" / "words").iterdir())
+    assert len(kept) == 1 and (kept[0] / "words.json").is_file()
+
+    real_fit = VisualWords.fit
+
+    def refit(self, *args, **kwargs):
+        raise AssertionError("the vocabulary was trained again")
+
+    monkeypatch.setattr(VisualWords, "fit", refit)
+    again, _ = _engine(tmp_path, gallery)  # the same descriptors: read back
+    np.testing.assert_array_equal(again.words_.fine_, engine.words_.fine_)
+    assert again.search([str(photos["copy"])], k=3, vectors=vectors[:1]) == before
+    for other in ([photos["item"], photos["other"], photos["third"]],  # order: other ids
+                  [photos["other"], photos["item"]]):  # another gallery
+        with pytest.raises(AssertionError, match="trained again"):
+            _engine(tmp_path, other)
+    with pytest.raises(AssertionError, match="trained again"):
+        _engine(tmp_path, gallery, Recipe(postprocess="center", n_words=64))
+
+    monkeypatch.setattr(VisualWords, "fit", real_fit)
+    (kept[0] / "fine.npy").write_bytes(b"not an array")
+    with caplog.at_level(logging.WARNING, logger="lfhelpers.similarity.search.engine"):
+        fixed, _ = _engine(tmp_path, gallery)
+    assert "unreadable" in caplog.text
+    assert len(fixed.words_) == 3 and fixed.words_.fit_seconds_ > 0  # trained again
+    np.testing.assert_array_equal(np.load(kept[0] / "fine.npy"), fixed.words_.fine_)  # rewritten
