@@ -158,19 +158,80 @@ def test_evaluation_is_kept_and_not_refitted_for_the_same_data(synthetic_data, t
     """Notebook 04 rerun for new item photos reads its cross-validation instead of refitting."""
     from lfhelpers.color import evaluation as ev_module
 
+    # in this process (n_jobs=1), where the patched fit_quietly below is the one called
     first = color.evaluate_models(synthetic_data, ["knn_lab"], n_splits=3, seed=0,
-                                  progress=False, cache_dir=tmp_path)
+                                  progress=False, cache_dir=tmp_path, n_jobs=1)
 
     def refit(*args, **kwargs):
         raise AssertionError("the models were fitted again")
 
     monkeypatch.setattr(ev_module, "fit_quietly", refit)
     again = color.evaluate_models(synthetic_data, ["knn_lab"], n_splits=3, seed=0,
-                                  progress=False, cache_dir=tmp_path)
-    pd.testing.assert_frame_equal(first.scores, again.scores)
+                                  progress=False, cache_dir=tmp_path, n_jobs=2)
+    pd.testing.assert_frame_equal(first.scores, again.scores)  # n_jobs is not in the key
     with pytest.raises(AssertionError, match="fitted again"):  # other settings: a new result
         color.evaluate_models(synthetic_data, ["knn_lab"], n_splits=3, seed=1, progress=False,
-                              cache_dir=tmp_path)
+                              cache_dir=tmp_path, n_jobs=1)
+
+
+def test_evaluation_in_processes_equals_the_serial_one(synthetic_data):
+    """The fits run in worker processes, slowest first, and are put back in order: the same
+    scores, predictions and parameter counts as one after the other (the tutorial's Keras
+    fits included, in workers started by the Keras initializer)."""
+    settings = dict(models=["svc_lab", "tutorial", "knn_lab"], n_splits=3, seed=0, epochs=2,
+                    progress=False)
+    serial = color.evaluate_models(synthetic_data, **settings, n_jobs=1)
+    parallel = color.evaluate_models(synthetic_data, **settings, n_jobs=2)
+    pd.testing.assert_frame_equal(serial.scores, parallel.scores)
+    assert list(serial.scores["model"].unique()) == settings["models"]
+    assert serial.predictions.keys() == parallel.predictions.keys()
+    for key, pred in serial.predictions.items():
+        np.testing.assert_array_equal(pred, parallel.predictions[key])
+    assert serial.params == parallel.params == {"svc_lab": None, "tutorial": 841,
+                                                "knn_lab": None}
+
+
+def test_tutorial_classifier_one_epoch_per_call_trains_the_same_weights(synthetic_data):
+    """TutorialColorClassifier compiles with one epoch per call of the training step; the
+    batches and so the weights and the history are those of one batch per call."""
+    X, y = synthetic_data.X[:300], synthetic_data.y[:300]
+    fitted = color.TutorialColorClassifier(epochs=2, batch_size=32, seed=5).fit(X, y)
+    assert fitted.model_.steps_per_execution == 10  # ceil(300 / 32)
+
+    keras = color.models.import_keras()
+    targets = keras.utils.to_categorical(
+        [list(fitted.classes_).index(v) for v in y], len(fitted.classes_))
+    keras.utils.set_random_seed(5)
+    one = color.build_tutorial_model(len(fitted.classes_))  # one batch per call
+    history = one.fit(np.asarray(X, np.float32) / 255.0, targets, batch_size=32, epochs=2,
+                      shuffle=True, verbose=0)
+    for a, b in zip(fitted.model_.get_weights(), one.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert fitted.history_["loss"] == [float(v) for v in history.history["loss"]]
+
+
+def test_decision_regions_rule_row_is_name_colors(synthetic_data, namer):
+    """The figure's white/black/grey row reuses the model's own row: it must still be what
+    name_colors says for every color of the plane."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lfhelpers.color.naming import COLOR_NAMES
+    from lfhelpers.color.spaces import hls_grid
+
+    fig = color.plot_decision_regions({"ensemble_lab": namer}, saturations=(1.0, 0.3),
+                                      n_hues=37, n_lightness=21, neutral_model="ensemble_lab")
+    shown = [np.asarray(ax.get_images()[0].get_array()) for ax in fig.axes]  # row by row
+    for j, sat in enumerate((1.0, 0.3)):
+        flat = hls_grid(np.linspace(0, 360, 37), np.linspace(0, 1, 21), sat).reshape(-1, 3)
+        plain = [COLOR_NAMES.index(n) for n in namer.predict(flat)]
+        np.testing.assert_array_equal(shown[2 + j].ravel(), plain)
+        expected = [COLOR_NAMES.index(n) for n in color.name_colors(flat, namer)]
+        np.testing.assert_array_equal(shown[4 + j].ravel(), expected)
+        assert expected != plain  # the rule changed some colors: the row is not a copy
+    plt.close(fig)
 
 
 def test_evaluate_models_table_and_confusion(synthetic_data):

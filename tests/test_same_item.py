@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
 from lfhelpers.errors import DataError
@@ -337,3 +338,150 @@ def test_engine_over_photos_without_any_keypoints_ranks_globally(photos, tmp_pat
     assert engine.store_ is None and "same-item verification is off" in caplog.text
     found = engine.search([str(photos["copy"])], k=2, vectors=vectors)[0]
     assert [n["path"] for n in found] == [str(photos["uniform"])]
+
+
+# --------------------------------------------------------------------------- kept evaluation
+
+
+def _instances_folder(root: Path) -> tuple[Path, list[str]]:
+    """A tiny ``instances_dev``: 2 DVD covers with one camera photo each, 2 UKBench objects
+    with 2 photos each, and 2 distractor photos beside it."""
+    folder = root / "instances"
+
+    def pair(obj: Path, seed: int, first: str, second: str) -> None:
+        obj.mkdir(parents=True)
+        item = _texture(seed, 480, 360)
+        warped = cv2.warpPerspective(item, WARP, (480, 360), borderValue=(90, 90, 90))
+        _write(obj / first, item)
+        _write(obj / second, warped[CROP[1]:, CROP[0]:])
+
+    pair(folder / "smvs_dvd_covers" / "dvd_a", 11, "a_reference.jpg", "a_1.jpg")
+    pair(folder / "smvs_dvd_covers" / "dvd_b", 12, "b_reference.jpg", "b_1.jpg")
+    pair(folder / "ukbench" / "obj_a", 21, "1.jpg", "2.jpg")
+    pair(folder / "ukbench" / "obj_b", 22, "1.jpg", "2.jpg")
+    (root / "found").mkdir()
+    distractors = [str(_write(root / "found" / f"{i}.jpg", _texture(30 + i, 480, 360)))
+                   for i in range(2)]
+    return folder, distractors
+
+
+def test_same_item_evaluation_is_kept_by_what_it_depends_on(tmp_path, monkeypatch):
+    """Notebook 06's same-item figures are read back when nothing they depend on changed; the
+    DVD part alone is redone for other distractors (found items), both for another setting."""
+    from lfhelpers.similarity.evaluation import instances
+    from lfhelpers.similarity.search.recipe import Recipe
+
+    folder, distractors = _instances_folder(tmp_path)
+    recipe = Recipe(backbone="mobilenet", weights="none", image_size=32, postprocess="none",
+                    local_n_features=500)
+    calls = {"dvd": 0, "ukbench": 0}
+    real_recall, real_ns = instances.reference_recall, instances.ns_score
+
+    def recall(*args, **kwargs):
+        calls["dvd"] += 1
+        return real_recall(*args, **kwargs)
+
+    def ns(*args, **kwargs):
+        calls["ukbench"] += 1
+        return real_ns(*args, **kwargs)
+
+    monkeypatch.setattr(instances, "reference_recall", recall)
+    monkeypatch.setattr(instances, "ns_score", ns)
+
+    def run(recipe=recipe):
+        before = dict(calls)
+        result = instances.evaluate_same_item(folder, recipe, distractors,
+                                              ["found", "found"], cache_dir=tmp_path / "cache")
+        return result, {k: calls[k] - before[k] for k in calls}
+
+    first, done = run()
+    assert done == {"dvd": 1, "ukbench": 2}  # N-S: global and verified
+    assert (first.n_cameras, first.n_references, first.n_found) == (2, 2, 4)
+    assert first.dvd_summary.loc["verified", "recall_at_1"] == 1.0
+    assert first.ns["verified"] == 2.0  # each photo finds itself and its object's other photo
+
+    again, done = run()
+    assert done == {"dvd": 0, "ukbench": 0}
+    pd.testing.assert_frame_equal(again.dvd_per_query, first.dvd_per_query)
+    assert again.ns == first.ns and again.false_positives == first.false_positives
+
+    _write(Path(distractors[1]), _texture(40, 480, 360))  # a found photo's content changed
+    _, done = run()
+    assert done == {"dvd": 1, "ukbench": 0}
+
+    _, done = run(recipe.replace(n_local=3))  # a setting of the same-item stage
+    assert done == {"dvd": 1, "ukbench": 2}
+
+
+def test_same_item_key_names_the_model_by_content(photos, tmp_path):
+    """Another model file is another key; the same model moved elsewhere is the same key."""
+    from lfhelpers.similarity.evaluation.instances import same_item_key
+    from lfhelpers.similarity.search.recipe import Recipe
+
+    model = tmp_path / "a" / "model.keras"
+    model.parent.mkdir()
+    model.write_bytes(b"weights one")
+    gallery = [photos["item"], photos["other"]]
+
+    def key(path: Path) -> dict:
+        return same_item_key(Recipe(backbone=f"finetuned:{path}"), gallery)
+
+    first = key(model)
+    moved = tmp_path / "b" / "model.keras"
+    moved.parent.mkdir()
+    moved.write_bytes(b"weights one")
+    assert key(moved) == first
+    model.write_bytes(b"weights two")  # retrained
+    assert key(model) != first
+    assert same_item_key(Recipe(backbone=f"finetuned:{moved}", n_global=3), gallery) != first
+    assert same_item_key(Recipe(backbone=f"finetuned:{moved}"), gallery[::-1]) != first
+
+
+def test_pair_verification_is_the_engines(photos, tmp_path):
+    from lfhelpers.similarity.evaluation.instances import pair_verification
+    from lfhelpers.similarity.search.recipe import Recipe
+
+    recipe = Recipe(postprocess="center")
+    engine, _ = _engine(tmp_path, [photos["other"], photos["item"]], recipe)
+    expected = engine.verification(photos["copy"], 1)
+    found = pair_verification(recipe, photos["copy"], photos["item"], tmp_path / "cache")
+    assert found.inliers == expected.inliers >= SAME_ITEM_MIN_INLIERS
+    np.testing.assert_array_equal(found.query_points, expected.query_points)
+    np.testing.assert_array_equal(found.found_points, expected.found_points)
+
+
+def test_engine_keeps_its_visual_words_by_the_gallerys_descriptors(photos, tmp_path,
+                                                                     monkeypatch, caplog):
+    """A gallery indexed again reads its visual words back (same answers); another gallery,
+    photo order or vocabulary setting trains them again; a damaged kept copy is recomputed."""
+    from lfhelpers.similarity.search.recipe import Recipe
+
+    gallery = [photos["other"], photos["item"], photos["third"]]
+    engine, vectors = _engine(tmp_path, gallery)
+    before = engine.search([str(photos["copy"])], k=3, vectors=vectors[:1])
+    kept = list((tmp_path / "cache" / "words").iterdir())
+    assert len(kept) == 1 and (kept[0] / "words.json").is_file()
+
+    real_fit = VisualWords.fit
+
+    def refit(self, *args, **kwargs):
+        raise AssertionError("the vocabulary was trained again")
+
+    monkeypatch.setattr(VisualWords, "fit", refit)
+    again, _ = _engine(tmp_path, gallery)  # the same descriptors: read back
+    np.testing.assert_array_equal(again.words_.fine_, engine.words_.fine_)
+    assert again.search([str(photos["copy"])], k=3, vectors=vectors[:1]) == before
+    for other in ([photos["item"], photos["other"], photos["third"]],  # order: other ids
+                  [photos["other"], photos["item"]]):  # another gallery
+        with pytest.raises(AssertionError, match="trained again"):
+            _engine(tmp_path, other)
+    with pytest.raises(AssertionError, match="trained again"):
+        _engine(tmp_path, gallery, Recipe(postprocess="center", n_words=64))
+
+    monkeypatch.setattr(VisualWords, "fit", real_fit)
+    (kept[0] / "fine.npy").write_bytes(b"not an array")
+    with caplog.at_level(logging.WARNING, logger="lfhelpers.similarity.search.engine"):
+        fixed, _ = _engine(tmp_path, gallery)
+    assert "unreadable" in caplog.text
+    assert len(fixed.words_) == 3 and fixed.words_.fit_seconds_ > 0  # trained again
+    np.testing.assert_array_equal(np.load(kept[0] / "fine.npy"), fixed.words_.fine_)  # rewritten

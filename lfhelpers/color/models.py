@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import os
 import sys
 import time
@@ -88,7 +89,7 @@ def set_seed(seed: int) -> None:
 
 
 def build_tutorial_model(n_classes: int = 9, hidden_units: int = 64,
-                         learning_rate: float = 0.001) -> Any:
+                         learning_rate: float = 0.001, steps_per_execution: int = 1) -> Any:
     """The tutorial's Keras model, compiled: ``Dense(64, relu)`` -> ``Dense(9, softmax)``.
 
     With the defaults it has 3*64+64 + 64*9+9 = 841 parameters.
@@ -101,6 +102,11 @@ def build_tutorial_model(n_classes: int = 9, hidden_units: int = 64,
         Units of the hidden layer.
     learning_rate : float
         Adam learning rate.
+    steps_per_execution : int
+        Training batches run by one call of the compiled step (Keras ``compile``). The batches,
+        their order and the weights are the same whatever the value; for a model this small
+        the per-call overhead is most of a step, so :class:`TutorialColorClassifier` runs one
+        epoch per call (about twice as fast on 2 cores).
 
     Returns
     -------
@@ -115,7 +121,8 @@ def build_tutorial_model(n_classes: int = 9, hidden_units: int = 64,
         keras.layers.Dense(n_classes, activation="softmax", name="color_name"),
     ], name="tutorial_color_model")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-                  loss="categorical_crossentropy", metrics=["accuracy"])
+                  loss="categorical_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=int(steps_per_execution))
     return model
 
 
@@ -172,8 +179,10 @@ class TutorialColorClassifier(ClassifierMixin, BaseEstimator):
         index = {label: i for i, label in enumerate(self.classes_)}
         targets = keras.utils.to_categorical([index[v] for v in y], len(self.classes_))
         keras.utils.set_random_seed(self.seed)
+        # one epoch per call of the compiled step: same batches and weights, half the time
         self.model_ = build_tutorial_model(len(self.classes_), self.hidden_units,
-                                           self.learning_rate)
+                                           self.learning_rate,
+                                           max(1, math.ceil(len(X) / self.batch_size)))
         start = time.perf_counter()
         history = self.model_.fit(X / 255.0, targets, batch_size=self.batch_size,
                                   epochs=self.epochs, shuffle=True, verbose=self.verbose)

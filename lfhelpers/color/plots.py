@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,9 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from lfhelpers.color.data import ColorData
-from lfhelpers.color.naming import COLOR_NAMES, NAME_SWATCHES, name_colors
+from lfhelpers.color.naming import COLOR_NAMES, NAME_SWATCHES, neutral_names
 from lfhelpers.color.photos import Palette
-from lfhelpers.color.spaces import hls_grid
+from lfhelpers.color.spaces import hls_grid, rgb_to_lab
 from lfhelpers.plots import confusion_matrix
 
 
@@ -92,12 +92,11 @@ def plot_decision_regions(
 
     hues = np.linspace(0, 360, n_hues)
     light = np.linspace(0, 1, n_lightness)
-    rows: list[tuple[str, Callable[[np.ndarray], list[str]] | None]] = [("color", None)]
-    for title, model in models.items():
-        rows.append((title, lambda X, m=model: list(np.asarray(m.predict(X)).astype(str))))
+    # (title, model key or None for the colors themselves, white/black/grey rule in front)
+    rows: list[tuple[str, str | None, bool]] = [("color", None, False)]
+    rows += [(title, title, False) for title in models]
     if neutral_model is not None:
-        rows.append((f"{neutral_model} + white/black/grey rule",
-                     lambda X, m=models[neutral_model]: name_colors(X, m)))
+        rows.append((f"{neutral_model} + white/black/grey rule", neutral_model, True))
     names = list(COLOR_NAMES)
     cmap = ListedColormap([NAME_SWATCHES[n] for n in names])
     fig, axes = plt.subplots(len(rows), len(saturations), squeeze=False,
@@ -108,12 +107,21 @@ def plot_decision_regions(
     for j, sat in enumerate(saturations):
         grid = hls_grid(hues, light, sat)
         flat = grid.reshape(-1, 3)
-        for i, (title, predict) in enumerate(rows):
+        predicted: dict[str, np.ndarray] = {}  # model key -> its names of `flat`, once
+        for i, (title, key, rule) in enumerate(rows):
             ax = axes[i, j]
-            if predict is None:
+            if key is None:
                 ax.imshow(grid.astype(np.uint8), origin="lower", aspect="auto", extent=extent)
             else:
-                pred = predict(flat)
+                if key not in predicted:
+                    predicted[key] = np.asarray(models[key].predict(flat)).astype(str)
+                pred = predicted[key]
+                if rule:
+                    # name_colors(flat, model) without predicting the grid a second time: the
+                    # model names each color on its own, so its names of the chromatic colors
+                    # are those of its own row (half the time of this figure)
+                    neutral = neutral_names(rgb_to_lab(np.asarray(flat, dtype=np.float32)))
+                    pred = np.where(neutral == "", pred, neutral)
                 used.update(pred)
                 codes = np.array([names.index(p) for p in pred]).reshape(grid.shape[:2])
                 ax.imshow(codes, origin="lower", aspect="auto", extent=extent, cmap=cmap,

@@ -9,7 +9,11 @@ rank through. It holds
   the recipe's post-processing fitted on the gallery;
 * when ``recipe.same_item``: every gallery photo's local features
   (:class:`~lfhelpers.similarity.search.same_item.LocalStore`) and an inverted file of visual
-  words (:class:`~lfhelpers.similarity.search.words.VisualWords`).
+  words (:class:`~lfhelpers.similarity.search.words.VisualWords`). With a ``cache_dir`` the
+  visual words are kept in its ``words/`` folder, named by a digest of the gallery's
+  descriptors, the settings and the code of the vocabulary (:func:`words_key`): they depend on
+  nothing else, so a gallery indexed again (the notebook rerun, another model's embeddings of
+  the same photos) reads them instead of training the vocabulary.
 
 A query photo is embedded, searched in the global index (a shortlist of ``n_global``), its
 local features are looked up in the inverted file (a second shortlist of ``n_local``, which
@@ -45,6 +49,8 @@ log = logging.getLogger(__name__)
 MEMO_SIZE = 4096
 LOCAL_DIR = "local"
 WORDS_DIR = "words"
+#: Bump when what a kept vocabulary holds changes in a way its code digest does not show.
+WORDS_CACHE_VERSION = 1
 
 
 def vocabulary_size(n_descriptors: int, most: int = 262_144) -> int:
@@ -56,6 +62,44 @@ def vocabulary_size(n_descriptors: int, most: int = 262_144) -> int:
     vocabulary it can fill.
     """
     return int(min(most, max(64, n_descriptors // 4)))
+
+
+def words_key(keypoints: Sequence[Any], words: VisualWords) -> str:
+    """The name of a gallery's kept visual words: a digest of what they are made of.
+
+    The codebook and the inverted file are computed from the descriptors alone (in gallery
+    order) and the :class:`VisualWords` settings, by the code of
+    :mod:`~lfhelpers.similarity.search.words` and :mod:`~lfhelpers.similarity.search.vocabulary`
+    (their source is part of the digest).
+
+    Parameters
+    ----------
+    keypoints : sequence of Keypoints
+        The gallery photos' local features, in gallery order.
+    words : VisualWords
+        Unfitted, with the settings to use.
+
+    Returns
+    -------
+    str
+        32 hex characters.
+    """
+    from lfhelpers.similarity.search import vocabulary
+    from lfhelpers.similarity.search import words as words_module
+
+    digest = hashlib.blake2b(digest_size=16)
+    settings = {"version": WORDS_CACHE_VERSION, "n_words": int(words.n_words),
+                "seed": int(words.seed), "sample_size": int(words.sample_size),
+                "multiple_assignment": int(words.multiple_assignment),
+                "niter": int(words.niter)}
+    digest.update(repr(sorted(settings.items())).encode())
+    for module in (words_module, vocabulary):
+        digest.update(Path(module.__file__).read_bytes())
+    for kp in keypoints:
+        d = np.ascontiguousarray(kp.descriptors)
+        digest.update(f"{d.dtype.str}{d.shape}".encode())
+        digest.update(d.tobytes())
+    return digest.hexdigest()
 
 
 class SearchEngine:
@@ -161,11 +205,32 @@ class SearchEngine:
                 self.store_ = None
             else:
                 n_words = r.n_words or vocabulary_size(n_desc)
-                self.words_ = VisualWords(n_words, seed=r.seed).fit(kps)
-                self.words_.add(kps)
+                self.words_ = self._visual_words(kps, VisualWords(n_words, seed=r.seed))
                 log.info("local features of %d photos (%d descriptors, %d words) in %.1f s",
                          len(paths), n_desc, self.words_.n_words_, time.perf_counter() - start)
         return self
+
+    def _visual_words(self, kps: Sequence[Any], words: VisualWords) -> VisualWords:
+        """``words`` fitted on the gallery's keypoints and indexing them, or the same read
+        from ``<cache_dir>/words/<words_key>`` (written there when computed)."""
+        folder = self._cache(WORDS_DIR)
+        if folder is not None:
+            folder = folder / words_key(kps, words)
+            if (folder / "words.json").is_file():
+                try:
+                    kept = VisualWords.load(folder)
+                    if len(kept) == len(kps):
+                        return kept
+                    log.warning("kept visual words in %s index %d photos, not %d: recomputed",
+                                folder, len(kept), len(kps))
+                except DataError as exc:
+                    log.warning("kept visual words in %s unreadable (%s): recomputed", folder,
+                                exc)
+        words.fit(kps)
+        words.add(kps)
+        if folder is not None:
+            words.save(folder)  # words.json last: a folder without it is not read back
+        return words
 
     def fit_files(self, paths: Sequence[str | os.PathLike[str]],
                   labels: Sequence[str] | None = None) -> SearchEngine:
