@@ -485,3 +485,28 @@ def test_engine_keeps_its_visual_words_by_the_gallerys_descriptors(photos, tmp_p
     assert "unreadable" in caplog.text
     assert len(fixed.words_) == 3 and fixed.words_.fit_seconds_ > 0  # trained again
     np.testing.assert_array_equal(np.load(kept[0] / "fine.npy"), fixed.words_.fine_)  # rewritten
+
+
+def test_small_faiss_searches_run_on_one_thread_with_the_same_answers(kps, monkeypatch):
+    """Word assignment and descriptor matching run faiss on one thread below
+    SINGLE_THREAD_WORK (thread start-up costs more than it saves there): same results, and
+    faiss' thread count is restored afterwards."""
+    import faiss
+
+    from lfhelpers.similarity.search import vocabulary
+
+    before = faiss.omp_get_max_threads()
+    with vocabulary.faiss_threads(vocabulary.SINGLE_THREAD_WORK - 1):
+        assert faiss.omp_get_max_threads() == 1
+    with vocabulary.faiss_threads(vocabulary.SINGLE_THREAD_WORK):
+        assert faiss.omp_get_max_threads() == before
+    assert faiss.omp_get_max_threads() == before
+
+    q, g = kps["copy"].matching_descriptors(), kps["item"].matching_descriptors()
+    words = VisualWords(64, seed=0).fit([kps["item"], kps["other"]])
+    results = []
+    for limit in (0, 10**15):  # never / always on one thread
+        monkeypatch.setattr(vocabulary, "SINGLE_THREAD_WORK", limit)
+        results.append((match_descriptors(q, g), words.assign(kps["copy"], 2)))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])

@@ -32,6 +32,7 @@ import numpy as np
 
 from lfhelpers.errors import ConfigError
 from lfhelpers.similarity.features.keypoints import Keypoints
+from lfhelpers.similarity.search.vocabulary import faiss_threads
 
 #: Fewest inliers of a same-item decision, calibrated on the development photos: no pair of
 #: different objects reached it (about 18,000 pairs: UKBench cross-object pairs shortlisted by
@@ -122,8 +123,9 @@ def match_descriptors(q: np.ndarray, g: np.ndarray, ratio: float = DEFAULT_RATIO
     else:
         import faiss
 
-        dist, idx = faiss.knn(np.ascontiguousarray(q, np.float32),
-                              np.ascontiguousarray(g, np.float32), 2)
+        with faiss_threads(float(len(q)) * len(g) * q.shape[1]):
+            dist, idx = faiss.knn(np.ascontiguousarray(q, np.float32),
+                                  np.ascontiguousarray(g, np.float32), 2)
         keep = dist[:, 0] < (ratio * ratio) * dist[:, 1]  # squared distances
         qi = np.nonzero(keep)[0].astype(np.int64)
         gi = idx[keep, 0].astype(np.int64)

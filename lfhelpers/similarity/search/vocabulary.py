@@ -9,17 +9,44 @@ VisualWords` keeps the centroids and builds its inverted file on the word ids gi
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import numpy as np
+
+#: faiss calls with less work than this (distance computations times dimensions) run on one
+#: thread: a same-item query makes a hundred small searches to assign its words and one per
+#: verified candidate to match descriptors, and starting OpenMP's threads for each costs more
+#: than it saves (notebook 06's matcher evaluation, 233 queries on 2 cores: 22 s on faiss'
+#: default threads, 9 s on one). The results are the same (each row is searched by one thread).
+SINGLE_THREAD_WORK = 2_000_000_000
+
+
+@contextlib.contextmanager
+def faiss_threads(work: float) -> Iterator[None]:
+    """faiss on one thread while the block runs when ``work`` is below
+    :data:`SINGLE_THREAD_WORK`, else on its default threads."""
+    import faiss
+
+    if work >= SINGLE_THREAD_WORK:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def nearest_centroids(x: np.ndarray, centroids: np.ndarray, k: int) -> np.ndarray:
     """Rows of ``centroids`` nearest to each row of ``x`` (L2, faiss), shape ``(len(x), k)``."""
     import faiss
 
-    return faiss.knn(np.ascontiguousarray(x, np.float32),
-                     np.ascontiguousarray(centroids, np.float32), k)[1]
+    with faiss_threads(float(len(x)) * len(centroids) * x.shape[1]):
+        return faiss.knn(np.ascontiguousarray(x, np.float32),
+                         np.ascontiguousarray(centroids, np.float32), k)[1]
 
 
 def kmeans(x: np.ndarray, k: int, seed: int, niter: int) -> np.ndarray:
@@ -30,7 +57,8 @@ def kmeans(x: np.ndarray, k: int, seed: int, niter: int) -> np.ndarray:
         return np.ascontiguousarray(x, np.float32)
     km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, max_points_per_centroid=256,
                       verbose=False)
-    km.train(np.ascontiguousarray(x, np.float32))
+    with faiss_threads(float(min(len(x), 256 * k)) * k * x.shape[1] * niter):
+        km.train(np.ascontiguousarray(x, np.float32))
     return np.asarray(km.centroids, np.float32)
 
 
