@@ -278,7 +278,7 @@ def _prepare(spec: SharedSpec, folder: Path) -> None:
 
     timings["thumbs_seconds"] = thumbs.result()
     if len(kept) < len(files):  # the thumbnails follow files.json: drop the skipped photos'
-        _keep_thumbnails(work, [files.index(f) for f in kept])
+        _keep_thumbnails(work, np.flatnonzero(result.ok).tolist())
     if drawn is not None:
         xy, timings["map_seconds"] = drawn.result()
         np.save(work / f"map-{spec.projection}.npy", np.asarray(xy, np.float32))

@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from lfhelpers.errors import ConfigError
-from lfhelpers.fsutil import write_json
+from lfhelpers.fsutil import atomic_write, write_json
 from lfhelpers.store import spec_digest
 
 log = logging.getLogger(__name__)
@@ -188,9 +188,7 @@ def publish_kept(model_path: str | os.PathLike[str],
              (record_path(src), record_path(dest))]
     if dest.exists() and dest.resolve() == src.resolve():
         return [s for s, _ in pairs]
-    dest.parent.mkdir(parents=True, exist_ok=True)
     for s, d in pairs:
-        tmp = d.with_name(f".{d.name}.part")
-        shutil.copy2(s, tmp)
-        os.replace(tmp, d)
+        with open(s, "rb") as src, atomic_write(d, "wb") as out:
+            shutil.copyfileobj(src, out)
     return [d for _, d in pairs]
