@@ -161,10 +161,27 @@ def kept_results(cache_dir: str | os.PathLike[str] | None, folder: str,
 
     if not cache_dir:
         return Memory(None, verbose=0)
+    return Memory(Path(cache_dir) / folder / code_digest(*modules), verbose=0)
+
+
+def code_digest(*modules: Any) -> str:
+    """A digest of the source files of ``modules``: kept results name their code by it.
+
+    Parameters
+    ----------
+    *modules : module
+        Modules, or packages (then every ``.py`` file of the package's folder, sorted).
+
+    Returns
+    -------
+    str
+        16 hex characters; it changes when any byte of those files does.
+    """
     digest = hashlib.sha256()
     for module in modules:
         path = Path(module.__file__)
         files = sorted(path.parent.glob("*.py")) if path.name == "__init__.py" else [path]
         for file in files:
+            digest.update(file.name.encode())
             digest.update(file.read_bytes())
-    return Memory(Path(cache_dir) / folder / digest.hexdigest()[:16], verbose=0)
+    return digest.hexdigest()[:16]

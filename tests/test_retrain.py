@@ -83,3 +83,27 @@ def test_a_kept_model_is_published_as_byte_copies(saved, tmp_path):
     assert [p.read_bytes() for p in copies] == [
         p.read_bytes() for p in (model, labels_path(model), record_path(model))]
     assert publish_kept(model, model)[0] == model  # the same file: nothing to copy
+
+
+def test_code_digest_follows_the_bytes_of_the_modules_and_packages(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    from lfhelpers.store import code_digest
+
+    pkg = tmp_path / "somepkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("", encoding="utf-8")
+    (pkg / "a.py").write_text("X = 1\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    package, module = importlib.import_module("somepkg"), importlib.import_module("somepkg.a")
+    try:
+        before = code_digest(package), code_digest(module)
+        assert before == (code_digest(package), code_digest(module))  # stable
+        (pkg / "b.py").write_text("Y = 2\n", encoding="utf-8")  # a new file in the package
+        assert code_digest(package) != before[0] and code_digest(module) == before[1]
+        (pkg / "a.py").write_text("X = 2\n", encoding="utf-8")
+        assert code_digest(module) != before[1]
+    finally:
+        for name in ("somepkg", "somepkg.a"):
+            sys.modules.pop(name, None)

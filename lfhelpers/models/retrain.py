@@ -18,7 +18,6 @@ record with the current training split:
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ import pandas as pd
 
 from lfhelpers.errors import ConfigError
 from lfhelpers.fsutil import atomic_write, write_json
-from lfhelpers.store import spec_digest
+from lfhelpers.store import code_digest, spec_digest
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +52,7 @@ def settings_digest(settings: dict[str, Any]) -> str:
     """Digest of the training settings and of the training code (:mod:`.xception`)."""
     from lfhelpers.models import features, xception
 
-    code = "".join(inspect.getsource(m) for m in (xception, features))
-    return spec_digest({"settings": settings, "code": spec_digest({"source": code}),
+    return spec_digest({"settings": settings, "code": code_digest(xception, features),
                         "version": RECORD_VERSION})
 
 

@@ -42,6 +42,7 @@ from lfhelpers.similarity.search.gallery import GalleryIndex
 from lfhelpers.similarity.search.recipe import Recipe
 from lfhelpers.similarity.search.same_item import LocalStore, find_same_item
 from lfhelpers.similarity.search.words import VisualWords
+from lfhelpers.store import code_digest
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,7 @@ def words_key(keypoints: Sequence[Any], words: VisualWords) -> str:
                 "multiple_assignment": int(words.multiple_assignment),
                 "niter": int(words.niter)}
     digest.update(repr(sorted(settings.items())).encode())
-    for module in (words_module, vocabulary):
-        digest.update(Path(module.__file__).read_bytes())
+    digest.update(code_digest(words_module, vocabulary).encode())
     for kp in keypoints:
         d = np.ascontiguousarray(kp.descriptors)
         digest.update(f"{d.dtype.str}{d.shape}".encode())
