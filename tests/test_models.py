@@ -220,6 +220,19 @@ def test_trunk_store_is_shared_by_training_and_the_fine_tuned_embeddings(data, t
     assert entry.with_name(entry.name + ".damaged").is_file() and entry.is_file()
 
 
+def test_a_head_only_model_scores_from_the_kept_pooled_vectors(data, cache, tmp_path):
+    train, val, test = (data[data.split == s] for s in ("train", "val", "test"))
+    clf = XceptionClassifier(feature_cache=cache, **_params(fine_tune_epochs=0)).fit(train, val)
+    assert not clf.top_tuned_
+    # the same probabilities as the whole saved network over the pixels
+    whole = XceptionClassifier.load(clf.save(tmp_path / "head.keras")[0])
+    assert np.allclose(clf.predict_proba(test), whole.predict_proba(test), atol=1e-4)
+    # a second classifier on the cache reads the pooled vectors instead of computing them
+    kept = len(cache._pooled)
+    XceptionClassifier(feature_cache=cache, **_params(fine_tune_epochs=0)).fit(train, val)
+    assert len(cache._pooled) == kept
+
+
 def test_augment_views_add_training_examples(data, cache):
     train = data[data.split == "train"]
     clf = XceptionClassifier(feature_cache=cache, **_params(fine_tune_epochs=0, epochs=1,

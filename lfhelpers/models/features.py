@@ -168,6 +168,8 @@ class FeatureCache:
         self.pooled = self.unfreeze_blocks == 0
         self._augmentation = augmentation
         self._store: dict[tuple[str, str], np.ndarray] = {}
+        self._pooled: dict[tuple[str, str], np.ndarray] = {}
+        self._pool_model: Any = None
         self.unreadable: dict[str, str] = {}
         self.seconds = 0.0
         self.engine, self.precision = self._start_engine(engine, precision)
@@ -337,6 +339,50 @@ class FeatureCache:
         if not pairs:
             return np.zeros((0, *self.feature_shape), np.float16)
         return np.stack([self._store[p] for p in pairs])
+
+    def pooled_features(self, files: Sequence[str],
+                        views: Sequence[str] | str = "orig") -> np.ndarray:
+        """The backbone's own top blocks and average pooling over the trunk activations.
+
+        Phase 1 of every classifier trained on this cache starts from these vectors (the top
+        blocks still have the cache's weights then), so they are computed once per image and
+        view and kept in memory: notebook 03's runs without and with augmentation, the winner's
+        fine-tuning and the paper's protocol share them.
+
+        Parameters
+        ----------
+        files : sequence of str
+        views : str or sequence of str
+            As in :meth:`compute`.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(len(files), channels)`` float32.
+        """
+        import keras
+
+        pairs = self._pairs(files, views)
+        if self.pooled:
+            return self.features(files, views).astype(np.float32)
+        missing = [p for p in dict.fromkeys(pairs) if p not in self._pooled]
+        if missing and self._pool_model is None:
+            _, top = split_backbone(self.backbone, self.unfreeze_blocks)
+            acts = keras.Input(self.feature_shape, name="trunk_features")
+            pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(top(acts,
+                                                                              training=False))
+            self._pool_model = keras.Model(acts, pooled, name="trunk_to_pooled")
+        for start in range(0, len(missing), 512):  # float32 copies of 512 at most
+            chunk = missing[start:start + 512]
+            x = self.features([f for f, _ in chunk], [v for _, v in chunk]).astype(np.float32)
+            out = self._pool_model.predict(x, batch_size=128, verbose=0)
+            self._pooled.update(zip(chunk, np.asarray(out, np.float32), strict=True))
+        if not pairs:
+            return np.zeros((0, int(self._pool_output_channels())), np.float32)
+        return np.stack([self._pooled[p] for p in pairs])
+
+    def _pool_output_channels(self) -> int:
+        return int(self.backbone.output.shape[-1])
 
     def readable(self, df: pd.DataFrame) -> pd.DataFrame:
         """Compute the activations of ``df``'s images; drop (and log) the unreadable ones.

@@ -317,11 +317,13 @@ class XceptionClassifier:
         self.history_ = pd.DataFrame()
         self.strategy_ = distribution_strategy(self.distribute)
         with self.strategy_.scope():
-            self._fit_in_scope(cache, train, val, x_train, y_train, x_val, y_val)
+            self._fit_in_scope(cache, train, (files, views), val, x_train, y_train, x_val,
+                               y_val)
         self.train_seconds_ = time.perf_counter() - start_time
         return self
 
-    def _fit_in_scope(self, cache, train, val, x_train, y_train, x_val, y_val) -> None:
+    def _fit_in_scope(self, cache, train, train_views, val, x_train, y_train, x_val,
+                      y_val) -> None:
         backbone = cache.new_backbone()
         backbone.trainable = False
         _, top = split_backbone(backbone, int(self.unfreeze_blocks))
@@ -331,15 +333,15 @@ class XceptionClassifier:
         else:
             pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")
             features = pooled(top(cut_in, training=False) if top is not None else cut_in)
-        pool_model = keras.Model(cut_in, features, name="trunk_to_pooled")
         head = keras.Sequential([keras.Input((features.shape[-1],)),
                                  keras.layers.Dropout(float(self.dropout), seed=self.seed),
                                  keras.layers.Dense(len(self.classes_), activation="softmax",
                                                     name="predictions")], name="head")
 
-        # Phase 1: the head alone, on pooled features computed once.
-        p_train = pool_model.predict(x_train.astype(np.float32), batch_size=128, verbose=0)
-        p_val = (pool_model.predict(x_val.astype(np.float32), batch_size=128, verbose=0)
+        # Phase 1: the head alone, on pooled features computed once (kept by the cache).
+        p_train = cache.pooled_features(*train_views)
+        p_val = (cache.pooled_features(list(val["file"]),
+                                       list(val["view"]) if "view" in val else "orig")
                  if x_val is not None else None)
         self._compile(head, self.learning_rate)
         weights = self._class_weights(y_train)
@@ -352,6 +354,7 @@ class XceptionClassifier:
 
         # Phase 2: the top blocks and the head, BatchNorm frozen and in inference mode.
         cut_model = keras.Model(cut_in, head(features), name="trunk_to_probabilities")
+        self.head_, self.top_tuned_ = head, False
         if top is not None and int(self.fine_tune_epochs) > 0:
             # Each layer is set on its own: on a functional sub-model of a frozen backbone,
             # Keras does not pass ``top.trainable = True`` down to the layers.
@@ -366,6 +369,7 @@ class XceptionClassifier:
             for layer in top.layers:
                 layer.trainable = False
             top.trainable = False
+            self.top_tuned_ = True
         self.cut_model_ = cut_model
         self.model_ = self._assemble(backbone, top, head, tta=bool(self.flip_tta))
 
@@ -446,6 +450,10 @@ class XceptionClassifier:
         if cache is not None:
             files = list(frame["file"])
             views = list(frame["view"]) if "view" in frame.columns else ["orig"] * len(files)
+            if not getattr(self, "top_tuned_", True) and not self.flip_tta:
+                # the top blocks kept the cache's weights: the head over the kept vectors
+                return self.head_.predict(cache.pooled_features(files, views), batch_size=256,
+                                          verbose=0)
             x = cache.features(files, views).astype(np.float32)
             proba = self.cut_model_.predict(x, batch_size=64, verbose=0)
             if self.flip_tta:
