@@ -204,6 +204,19 @@ def test_rerank_puts_verified_first_then_incoming_order(photos, kps):
     assert ranked[0].same_item and not any(r.same_item for r in ranked[1:])
     limited = rerank(kps["copy"], [0, 1, 2], store, max_verify=2)
     assert [r.id for r in limited] == [0, 1, 2] and limited[2].verification is None
+    # candidates verified on several threads: the same answer, inliers and all
+    one = rerank(kps["copy"], [3, 0, 2, 1], store, n_jobs=1)
+    assert [(r.id, r.inliers, r.same_item) for r in one] == \
+        [(r.id, r.inliers, r.same_item) for r in rerank(kps["copy"], [3, 0, 2, 1], store,
+                                                        n_jobs=4)]
+
+
+def test_photos_described_on_several_threads_give_the_same_keypoints(photos):
+    files = [photos[k] for k in ("item", "copy", "other", "third")]
+    one = LocalFeatures(max_side=640, n_features=800, n_jobs=1).extract(files)
+    many = LocalFeatures(max_side=640, n_features=800, n_jobs=3).extract(files)
+    for a, b in zip(one, many, strict=True):
+        assert np.array_equal(a.xy, b.xy) and np.array_equal(a.descriptors, b.descriptors)
 
 
 def test_fuse_interleaves_without_duplicates():

@@ -99,7 +99,8 @@ def _rank_of(found: Sequence[str], wanted: str) -> int:
 
 
 def reference_recall(engine: SearchEngine, queries: pd.DataFrame, references: pd.DataFrame,
-                     ks: Sequence[int] = (1, 5, 10)) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     ks: Sequence[int] = (1, 5, 10), verified: list[list[dict]] | None = None
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Recall@k of each query's reference photo under the three rankings.
 
     Parameters
@@ -109,6 +110,8 @@ def reference_recall(engine: SearchEngine, queries: pd.DataFrame, references: pd
     queries, references : DataFrame
         Rows of :func:`instance_photos`; a query's reference has the same ``object``.
     ks : sequence of int
+    verified : list, optional
+        ``engine.search(queries["path"], max(ks), verify=True)`` when the caller has it.
 
     Returns
     -------
@@ -121,7 +124,8 @@ def reference_recall(engine: SearchEngine, queries: pd.DataFrame, references: pd
     depth = max(ks)
     ref_of = dict(zip(references["object"], references["path"], strict=True))
     paths = list(queries["path"])
-    verified = engine.search(paths, depth, verify=True)
+    if verified is None:
+        verified = engine.search(paths, depth, verify=True)
     plain = engine.search(paths, depth, verify=False)
     kps = engine.local_features().extract(paths) if engine.words_ is not None else None
     rows = []
@@ -158,20 +162,23 @@ def ns_score(engine: SearchEngine, photos: pd.DataFrame, verify: bool = True) ->
                           for p, f in zip(paths, found, strict=True)]))
 
 
-def false_positive_rate(engine: SearchEngine, queries: pd.DataFrame, k: int = 10) -> dict:
+def false_positive_rate(engine: SearchEngine, queries: pd.DataFrame, k: int = 10,
+                        found: list[list[dict]] | None = None) -> dict:
     """How often verified neighbours of other objects are called the same item.
 
     Every verified neighbour (within the first ``k``) whose object differs from the query's
     is a pair of different objects; the share of those with ``same_item`` true is the false-
     positive rate. Objects are read from the gallery paths' parent folder names; gallery
-    photos outside the instance sets (distractors) count as other objects.
+    photos outside the instance sets (distractors) count as other objects. ``found`` is
+    ``engine.search(queries["path"], k, verify=True)`` when the caller has it.
 
     Returns
     -------
     dict
         ``pairs`` (different-object pairs verified), ``false_positives``, ``rate``.
     """
-    found = engine.search(list(queries["path"]), k, verify=True)
+    if found is None:
+        found = engine.search(list(queries["path"]), k, verify=True)
     pairs = fps = 0
     for obj, neighbours in zip(queries["object"], found, strict=True):
         for n in neighbours:
@@ -312,9 +319,11 @@ def _dvd_part(key: dict[str, Any], recipe: Recipe, refs: pd.DataFrame, cams: pd.
     """The DVD part of :func:`evaluate_same_item` (``key`` names the result)."""
     engine = SearchEngine(recipe, cache_dir=cache_dir, progress=progress).fit_files(
         list(refs["path"]) + distractors, list(refs["object"]) + labels)
-    summary, per_query = reference_recall(engine, cams, refs)
+    verified = engine.search(list(cams["path"]), 10, verify=True)  # one search for both
+    summary, per_query = reference_recall(engine, cams, refs, verified=verified)
     return {"dvd_summary": summary, "dvd_per_query": per_query,
-            "false_positives": false_positive_rate(engine, cams), "n_cameras": len(cams),
+            "false_positives": false_positive_rate(engine, cams, 10, found=verified),
+            "n_cameras": len(cams),
             "n_references": len(refs), "n_found": int(engine.gallery_.n_items_)}
 
 

@@ -20,7 +20,6 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import numpy as np
 
 from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.fsutil import sha256_file
-from lfhelpers.similarity.features.keypoints import METHODS, Keypoints, grey_array
+from lfhelpers.similarity.features.keypoints import METHODS, Keypoints, grey_array, thread_map
 from lfhelpers.store import ContentStore
 
 log = logging.getLogger(__name__)
@@ -64,7 +63,7 @@ class LocalFeatures:
         an empty :class:`Keypoints` whose ``error`` says why (``"record"``; also in
         ``errors_``).
     n_jobs : int
-        Photos described at once (threads; OpenCV releases the GIL).
+        Photos described at once (threads: OpenCV releases the GIL; ``-1``: one per core).
 
     Attributes
     ----------
@@ -79,7 +78,7 @@ class LocalFeatures:
     def __init__(self, method: str = "rootsift", max_side: int = DEFAULT_MAX_SIDE,
                  n_features: int = DEFAULT_N_FEATURES,
                  cache_dir: str | os.PathLike[str] | None = None, on_error: str = "raise",
-                 n_jobs: int = 1):
+                 n_jobs: int = -1):
         self.method = method
         self.max_side = max_side
         self.n_features = n_features
@@ -191,11 +190,7 @@ class LocalFeatures:
         self.n_cached_ = 0
         files = [os.fspath(p) for p in paths]
         store = self._store()
-        if int(self.n_jobs) > 1 and len(files) > 1:
-            with ThreadPoolExecutor(int(self.n_jobs)) as pool:
-                done = list(pool.map(lambda f: self._one(f, store), files))
-        else:
-            done = [self._one(f, store) for f in files]
+        done = thread_map(lambda f: self._one(f, store), files, int(self.n_jobs))
         out = [kp for kp, _ in done]
         self.n_cached_ = sum(cached for _, cached in done)
         for path, kp in zip(files, out, strict=True):

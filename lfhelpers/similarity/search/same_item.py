@@ -23,7 +23,7 @@ import numpy as np
 
 from lfhelpers.errors import DataError
 from lfhelpers.fsutil import atomic_write, write_json
-from lfhelpers.similarity.features.keypoints import METHODS, Keypoints
+from lfhelpers.similarity.features.keypoints import METHODS, Keypoints, thread_map
 from lfhelpers.similarity.features.local import LocalFeatures
 from lfhelpers.similarity.search.verify import (
     SAME_ITEM_MIN_INLIERS,
@@ -268,7 +268,8 @@ def fuse(global_ids: Sequence[int], local_ids: Sequence[int], k: int | None = No
 
 def rerank(query_kp: Keypoints, candidates: Sequence[int], store: LocalStore,
            min_inliers: int = SAME_ITEM_MIN_INLIERS, min_ratio: float = SAME_ITEM_MIN_RATIO,
-           max_verify: int = DEFAULT_MAX_VERIFY, **verify_kwargs: Any) -> list[Ranked]:
+           max_verify: int = DEFAULT_MAX_VERIFY, n_jobs: int = -1,
+           **verify_kwargs: Any) -> list[Ranked]:
     """Verify the first candidates and put the same items first.
 
     Parameters
@@ -283,6 +284,9 @@ def rerank(query_kp: Keypoints, candidates: Sequence[int], store: LocalStore,
         The same-item decision (see :func:`~lfhelpers.similarity.search.verify.is_same_item`).
     max_verify : int
         Verify only the first ``max_verify`` candidates; the others follow unverified.
+    n_jobs : int
+        Candidates verified at once (threads: OpenCV and faiss release the GIL; ``-1``: one
+        per core). The answer does not depend on it.
     **verify_kwargs
         Passed to :func:`~lfhelpers.similarity.search.verify.verify`.
 
@@ -294,14 +298,12 @@ def rerank(query_kp: Keypoints, candidates: Sequence[int], store: LocalStore,
         ``None`` for those not verified).
     """
     verify_kwargs.setdefault("min_matches", min_inliers)  # fewer matches cannot pass: no fit
-    rows: list[Ranked] = []
-    for pos, cid in enumerate(candidates):
-        if pos < max_verify:
-            v = verify(query_kp, store[int(cid)], **verify_kwargs)
-            same = is_same_item(v, min_inliers, min_ratio)
-            rows.append(Ranked(int(cid), v.inliers, same, v))
-        else:
-            rows.append(Ranked(int(cid), 0, False, None))
+    ids = [int(c) for c in candidates]
+    checked = thread_map(lambda cid: verify(query_kp, store[cid], **verify_kwargs),
+                         ids[:max_verify], n_jobs)
+    rows = [Ranked(cid, v.inliers, is_same_item(v, min_inliers, min_ratio), v)
+            for cid, v in zip(ids, checked, strict=False)]
+    rows += [Ranked(cid, 0, False, None) for cid in ids[len(checked):]]
     same = sorted((r for r in rows if r.same_item), key=lambda r: -r.inliers)
     return same + [r for r in rows if not r.same_item]
 
