@@ -286,6 +286,24 @@ def test_sampling_and_gallery_split_are_seeded():
     assert len(queries) == 3 and len(gallery) == 9
 
 
+def test_new_photos_change_the_sample_only_where_they_are_drawn():
+    def photos(n, start=0):
+        return pd.DataFrame({"path": [f"{c}/{i}.jpg" for c in "ab" for i in range(start, n)],
+                             "sha256": [f"{c}{i}" for c in "ab" for i in range(start, n)],
+                             "label": [c for c in "ab" for _ in range(start, n)]})
+
+    before = sample_per_class(photos(200), 20, seed=3)
+    grown = pd.concat([photos(200), photos(210, start=200)]).sample(frac=1.0, random_state=0)
+    after = sample_per_class(grown, 20, seed=3)  # 10 new photos per class, rows in any order
+    assert after["label"].value_counts().to_dict() == {"a": 20, "b": 20}
+    new = ~after["path"].isin(before["path"])
+    assert new.sum() == (~before["path"].isin(after["path"])).sum()  # each new one pushed one
+    assert new.sum() <= 6  # about 20/210 of the 20 new photos, not a new draw
+    # the draw follows the content: a renamed photo keeps its place
+    renamed = photos(200).assign(path=lambda d: "moved/" + d["path"])
+    assert sample_per_class(renamed, 20, seed=3)["sha256"].equals(before["sha256"])
+
+
 def test_plots_are_titled_and_labelled(image_set):
     files, labels = image_set
     setup_fonts()

@@ -8,6 +8,7 @@ found-items gallery and the "lost" queries.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import numpy as np
@@ -21,6 +22,13 @@ log = logging.getLogger(__name__)
 def sample_per_class(df: pd.DataFrame, max_per_class: int | None, seed: int = 42,
                      min_per_class: int = 2) -> pd.DataFrame:
     """At most ``max_per_class`` rows of each label, drawn with ``seed``; sorted by label.
+
+    The draw is a property of each photo, not of the whole manifest: a row's rank in its class
+    is a seeded hash of its content (``sha256``, else its ``path``, else its ``file``), and the
+    ``max_per_class`` lowest ranks are kept. So new photos change the sample only where they
+    rank among the kept ones (a class of ``n`` photos takes in about ``max_per_class / n`` of
+    its new photos, each pushing one out), and the results kept for the photos already sampled
+    stay valid; a frame with none of those columns is drawn by position.
 
     Parameters
     ----------
@@ -48,10 +56,22 @@ def sample_per_class(df: pd.DataFrame, max_per_class: int | None, seed: int = 42
     if "path" in df.columns:
         df = df.sort_values(["label", "path"])
     if max_per_class:
-        shuffled = df.sample(frac=1.0, random_state=seed)
-        df = shuffled.groupby("label", sort=True).head(int(max_per_class))
+        rank = _seeded_rank(df, seed)
+        order = np.lexsort((rank, df["label"].astype(str).to_numpy()))
+        df = df.iloc[order].groupby("label", sort=True).head(int(max_per_class))
         df = df.sort_values(["label", "path"] if "path" in df.columns else ["label"])
     return df.reset_index(drop=True)
+
+
+def _seeded_rank(df: pd.DataFrame, seed: int) -> np.ndarray:
+    """Each row's place in a seeded draw, from its content digest (else path, else file)."""
+    column = next((c for c in ("sha256", "path", "file") if c in df.columns), None)
+    if column is None:
+        return np.random.default_rng(seed).permutation(len(df))
+    keys = [hashlib.sha256(f"{seed}|{value}".encode()).hexdigest()
+            for value in df[column].astype(str)]
+    # ties (the same content twice) are broken by position, so the draw is a total order
+    return np.argsort(np.argsort(np.array(keys), kind="stable"), kind="stable")
 
 
 def gallery_and_queries(df: pd.DataFrame, seed: int = 42) -> tuple[pd.DataFrame, pd.DataFrame]:
