@@ -24,6 +24,8 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -332,3 +334,18 @@ def thumbnail(source: ImageSource, size: int = 256) -> np.ndarray:
         return np.asarray(img, dtype=np.uint8)
     except DataError:
         return np.full((8, 8, 3), 200, np.uint8)
+
+
+def thread_map(fn: Callable[[Any], Any], items: Sequence[Any], n_jobs: int = -1) -> list[Any]:
+    """``[fn(x) for x in items]`` on up to ``n_jobs`` threads (``-1``: one per core).
+
+    For photo work that releases the GIL (decoding, OpenCV's keypoints and model fits, faiss'
+    matching, the colour clusters' numpy): photos described at once, candidates verified at
+    once. The results keep the order of ``items``.
+    """
+    items = list(items)
+    workers = min(len(items), (os.cpu_count() or 1) if int(n_jobs) < 1 else int(n_jobs))
+    if workers < 2:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, items))

@@ -27,7 +27,7 @@ from lfhelpers.color.namer import default_color_namer
 from lfhelpers.color.naming import NEUTRAL_NAMES, name_colors, neutral_names
 from lfhelpers.color.spaces import rgb_to_lab
 from lfhelpers.errors import ConfigError, DataError
-from lfhelpers.images import open_image
+from lfhelpers.images import open_image, thread_map
 
 log = logging.getLogger(__name__)
 
@@ -407,25 +407,28 @@ def extract_palettes(
 
         spec = {"what": "item color clusters", **options, "version": PALETTE_VERSION}
         store = ContentStore.under(Path(cache_dir) / "palettes", spec, suffix=".npz")
-    found: list[dict[str, Any] | None] = []
-    for file in tqdm(files, desc="palettes", disable=not progress):
+    bar = tqdm(total=len(files), desc="palettes", disable=not progress)
+
+    def one(file: Any) -> dict[str, Any] | None:
         try:
             digest = sha256_file(file) if store is not None else None
             entry = store.get(digest) if store is not None else None
             if entry is not None:
-                found.append({**entry, "method": str(entry["method"]),
-                              "image": np.zeros((0, 0, 3), np.uint8),
-                              "mask": np.zeros((0, 0), bool)})
-                continue
+                return {**entry, "method": str(entry["method"]),
+                        "image": np.zeros((0, 0, 3), np.uint8), "mask": np.zeros((0, 0), bool)}
             clusters = item_clusters(file, **options)
         except (DataError, OSError) as exc:
             log.warning("skipped %s: %s", file, exc)
-            found.append(None)
-            continue
+            return None
+        finally:
+            bar.update(1)
         if store is not None:
             store.put(digest, {k: np.asarray(clusters[k]) for k in
                                ("centres", "shares", "mask_share", "method")})
-        found.append(clusters)
+        return clusters
+
+    with bar:  # photos on one thread per core (decoding and numpy release the GIL)
+        found = thread_map(one, list(files))
     # the names of every photo's clusters in one call of the model
     kept = [c for c in found if c is not None]
     centres = (np.vstack([c["centres"] for c in kept]) if kept

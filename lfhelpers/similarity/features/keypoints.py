@@ -11,8 +11,6 @@ extraction and its cache are :class:`lfhelpers.similarity.features.local.LocalFe
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,17 +159,3 @@ def grey_array(path: str | os.PathLike[str] | Any, max_side: int) -> tuple[np.nd
     scale = max(full_size) / max(img.size) if max(img.size) else 1.0
     return np.ascontiguousarray(grey), float(scale)
 
-
-def thread_map(fn: Callable[[Any], Any], items: Sequence[Any], n_jobs: int = -1) -> list[Any]:
-    """``[fn(x) for x in items]`` on up to ``n_jobs`` threads (``-1``: one per core).
-
-    For the keypoint work that releases the GIL (OpenCV's detection and model fits, faiss'
-    matching): photos described at once, candidates verified at once. The results keep the
-    order of ``items``.
-    """
-    items = list(items)
-    workers = min(len(items), (os.cpu_count() or 1) if int(n_jobs) < 1 else int(n_jobs))
-    if workers < 2:
-        return [fn(x) for x in items]
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(fn, items))

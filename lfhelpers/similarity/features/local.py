@@ -28,7 +28,8 @@ import numpy as np
 
 from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.fsutil import sha256_file
-from lfhelpers.similarity.features.keypoints import METHODS, Keypoints, grey_array, thread_map
+from lfhelpers.images import thread_map
+from lfhelpers.similarity.features.keypoints import METHODS, Keypoints, grey_array
 from lfhelpers.store import ContentStore
 
 log = logging.getLogger(__name__)

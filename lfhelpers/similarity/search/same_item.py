@@ -23,7 +23,8 @@ import numpy as np
 
 from lfhelpers.errors import DataError
 from lfhelpers.fsutil import atomic_write, write_json
-from lfhelpers.similarity.features.keypoints import METHODS, Keypoints, thread_map
+from lfhelpers.images import thread_map
+from lfhelpers.similarity.features.keypoints import METHODS, Keypoints
 from lfhelpers.similarity.features.local import LocalFeatures
 from lfhelpers.similarity.search.verify import (
     SAME_ITEM_MIN_INLIERS,
