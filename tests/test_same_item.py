@@ -325,6 +325,26 @@ def test_engine_puts_the_verified_same_item_first_whatever_the_global_score(phot
     assert not any(n["same_item"] for n in found[1:])
 
 
+def test_matchers_on_one_engine_rank_one_shared_search_as_their_own(photos, tmp_path):
+    from lfhelpers.similarity.matcher import LostFoundMatcher
+
+    gallery = [photos["other"], photos["third"], photos["item"]]
+    engine, vectors = _engine(tmp_path, gallery)
+    queries, qv = [str(photos["copy"]), str(photos["other"])], vectors[:2] + 0.01
+    categories = {str(p): [(p.stem, 1.0)] for p in gallery} | {queries[0]: [("item", 0.9)],
+                                                               queries[1]: [("other", 0.8)]}
+    matchers = [LostFoundMatcher(engine), LostFoundMatcher(engine, categories.get,
+                                                           category_mode="filter")]
+    found = matchers[0].searched(queries, qv, k=2)
+    for m in matchers:
+        for i, q in enumerate(queries):
+            assert m.match(q, 2, vector=qv[i], found=found[i]).equals(
+                m.match(q, 2, vector=qv[i]))
+        assert m.evaluate(queries, ["item", "other"], qv, k=2, found=found) == \
+            m.evaluate(queries, ["item", "other"], qv, k=2)
+    assert matchers[0].match(queries[0], 2, vector=qv[0], found=found[0])["same_item"].iloc[0]
+
+
 def test_engine_saved_and_loaded_serves_the_same_answers(photos, tmp_path):
     from lfhelpers.similarity.search.engine import SearchEngine
 

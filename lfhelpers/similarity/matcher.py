@@ -237,8 +237,42 @@ class LostFoundMatcher:
             return list(self._gallery_category(self.index.paths_[row]))
         return [(str(self.index.labels_[row]), 1.0)]
 
+    def searched(self, queries: Sequence[str], vectors: np.ndarray | None = None,
+                 k: int = 5) -> list[list[dict[str, Any]]]:
+        """The engine's candidates for each lost photo, as :meth:`match` takes them.
+
+        Matchers that differ only in their weights and filters rank the same candidates:
+        search once with this and hand the result to each one's :meth:`match` or
+        :meth:`evaluate` (``found``), instead of verifying the same pairs once per matcher.
+
+        Parameters
+        ----------
+        queries : sequence of str
+            Lost photos.
+        vectors : ndarray, optional
+            Their embeddings.
+        k : int
+            Matches each :meth:`match` will return.
+
+        Returns
+        -------
+        list of list of dict
+            :meth:`SearchEngine.search`'s answer.
+
+        Raises
+        ------
+        ConfigError
+            When the matcher has a plain index, not a search engine.
+        """
+        if self.engine is None:
+            raise ConfigError("searched() needs a matcher built on a SearchEngine.")
+        want = min(max(int(self.candidates), k), self.index.n_items_)
+        return self.engine.search([os.fspath(q) for q in queries], want, verify=self.verify,
+                                  vectors=vectors)
+
     def match(self, query: str | os.PathLike[str], k: int = 5,
-              vector: np.ndarray | None = None, exclude: int = -1) -> pd.DataFrame:
+              vector: np.ndarray | None = None, exclude: int = -1,
+              found: list[dict[str, Any]] | None = None) -> pd.DataFrame:
         """The ``k`` best found items for one lost photo, with the reasons.
 
         Parameters
@@ -252,6 +286,9 @@ class LostFoundMatcher:
             The query's embedding, when already known.
         exclude : int
             A gallery row to leave out (the query itself when it is in the gallery).
+        found : list of dict, optional
+            This query's candidates from :meth:`searched` of a matcher on the same engine
+            (with the same ``candidates`` and ``verify``); searched here when not given.
 
         Returns
         -------
@@ -265,9 +302,12 @@ class LostFoundMatcher:
         want = min(max(int(self.candidates), k), n)
         checks: list[tuple[int | None, bool | None]] = []
         if self.engine is not None:
-            found = self.engine.search([query], want, verify=self.verify,
-                                       vectors=None if vector is None else np.atleast_2d(vector),
-                                       exclude=None if exclude < 0 else [exclude])[0]
+            if found is None:
+                found = self.engine.search(
+                    [query], want, verify=self.verify,
+                    vectors=None if vector is None else np.atleast_2d(vector),
+                    exclude=None if exclude < 0 else [exclude])[0]
+            found = found[:want]
             sims = np.array([[n["score"] for n in found]])
             rows = np.array([[self._row[n["path"]] for n in found]], np.int64)
             checks = [(n["inliers"], n["same_item"]) for n in found]
@@ -324,7 +364,8 @@ class LostFoundMatcher:
         return table.reset_index(drop=True)
 
     def evaluate(self, queries: Sequence[str], labels: Sequence[str],
-                 vectors: np.ndarray | None = None, k: int = 5) -> dict[str, float]:
+                 vectors: np.ndarray | None = None, k: int = 5,
+                 found: list[list[dict[str, Any]]] | None = None) -> dict[str, float]:
         """Precision@k of the matcher's ranking by label (a short list counts missing as wrong).
 
         Parameters
@@ -336,6 +377,8 @@ class LostFoundMatcher:
         vectors : ndarray, optional
             Their embeddings (else embedded with the index's embedder).
         k : int
+        found : list, optional
+            :meth:`searched` for these queries (one search shared by several matchers).
 
         Returns
         -------
@@ -344,7 +387,8 @@ class LostFoundMatcher:
         """
         precisions, returned = [], []
         for i, (query, label) in enumerate(zip(queries, labels, strict=True)):
-            table = self.match(query, k, vector=None if vectors is None else vectors[i])
+            table = self.match(query, k, vector=None if vectors is None else vectors[i],
+                               found=None if found is None else found[i])
             precisions.append(float((table["label"] == label).sum()) / k)
             returned.append(len(table))
         return {f"p_at_{k}": float(np.mean(precisions)),
