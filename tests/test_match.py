@@ -212,6 +212,17 @@ def test_near_duplicates_are_seeded_transformed_copies(gallery_files, tmp_path):
             assert im.size != orig.size or not np.array_equal(np.asarray(im), np.asarray(orig))
     assert len(make_near_duplicates(gallery_files, tmp_path / "c", n=100)) == len(
         gallery_files)
+    # a gallery that gained a photo and lost another keeps the other copies byte for byte
+    before = {row.original: Path(row.query).read_bytes() for row in a.itertuples()}
+    grown = [f for f in gallery_files if f != a["original"].iloc[0]] + [gallery_files[0]]
+    c = make_near_duplicates(grown, tmp_path / "a", n=5, seed=7)
+    kept = set(a["original"]) & set(c["original"])
+    assert len(kept) >= 3
+    for original in kept:
+        new_copy = Path(c.loc[c["original"] == original, "query"].iloc[0])
+        assert new_copy.read_bytes() == before[original]
+    assert sorted(p.name for p in (tmp_path / "a").glob("dup_*")) == sorted(
+        Path(q).name for q in c["query"])  # copies no longer drawn were removed
 
 
 def test_duplicate_recall():

@@ -7,6 +7,7 @@ among the first k matches, :func:`duplicate_table` lists the matches for the fig
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -20,7 +21,7 @@ from PIL import Image, ImageEnhance
 from tqdm import tqdm
 
 from lfhelpers.errors import DataError
-from lfhelpers.fsutil import atomic_write
+from lfhelpers.fsutil import atomic_write, sha256_file
 from lfhelpers.images import open_image
 from lfhelpers.similarity.search.gallery import GalleryIndex
 
@@ -83,13 +84,19 @@ def make_near_duplicates(
 ) -> pd.DataFrame:
     """Write ``n`` transformed copies of gallery photos (one per drawn photo) into ``dest``.
 
+    Which photos are drawn, and how each is transformed, follow the photo's content (a seeded
+    hash of its bytes), not its place in ``files``: a gallery that gained or lost a few photos
+    keeps the other copies byte for byte, so their embeddings and keypoints are read back from
+    the caches.
+
     Parameters
     ----------
     files : sequence of path-like
         The gallery photos.
     dest : path-like
-        Output folder (created); files are ``dup_<NNNN>.jpg``. A rerun with the same
-        arguments rewrites the same files.
+        Output folder (created); files are ``dup_<digest>.jpg`` (the original's content). A
+        rerun with the same arguments rewrites the same files; copies of photos no longer drawn
+        are removed from it.
     n : int
         Queries to make (at most ``len(files)``; each original is used once).
     seed : int
@@ -101,26 +108,41 @@ def make_near_duplicates(
     -------
     pandas.DataFrame
         Columns ``query`` (new file), ``original`` (its gallery photo), ``original_index``
-        (position in ``files``) and ``transform``.
+        (position in ``files``) and ``transform``; in the order of ``files``.
     """
     files = [os.fspath(f) for f in files]
     if not files:
         raise DataError("No gallery photos to make near-duplicate queries from.")
-    rng = np.random.default_rng(seed)
-    picks = np.sort(rng.choice(len(files), size=min(int(n), len(files)), replace=False))
+    digests = []
+    for f in files:
+        try:
+            digests.append(sha256_file(f))
+        except OSError as exc:  # an unreadable original is never drawn
+            log.warning("Skipped %s for the near-duplicate test: %s", f, exc)
+            digests.append("")
+    rank = [hashlib.sha256(f"{seed}|{d}".encode()).hexdigest() if d else "~" for d in digests]
+    picks = sorted(sorted(range(len(files)), key=lambda i: (rank[i], i))[:min(int(n),
+                                                                                 len(files))])
     dest = Path(dest)
-    rows = []
-    for j, i in enumerate(tqdm(picks, desc="near-duplicate queries", unit="img")):
+    rows, written = [], set()
+    for i in tqdm(picks, desc="near-duplicate queries", unit="img"):
+        rng = np.random.default_rng(int(rank[i][:16], 16) if digests[i] else seed)
         try:
             copy, how = perturb(open_image(files[i]), rng, **strength)
         except Exception as exc:  # noqa: BLE001 - an unreadable original is skipped
             log.warning("Skipped %s for the near-duplicate test: %s", files[i], exc)
             continue
-        target = dest / f"dup_{j:04d}.jpg"
+        target = dest / f"dup_{digests[i][:20]}.jpg"
+        if target.name in written:  # the same photo twice in the gallery
+            target = dest / f"dup_{digests[i][:20]}_{i}.jpg"
         with atomic_write(target, "wb") as fh:
             copy.save(fh, "JPEG", quality=95)
+        written.add(target.name)
         rows.append({"query": str(target), "original": files[i], "original_index": int(i),
                      "transform": how})
+    for stale in dest.glob("dup_*.jpg"):  # copies of photos this draw no longer holds
+        if stale.name not in written:
+            stale.unlink()
     return pd.DataFrame(rows, columns=["query", "original", "original_index", "transform"])
 
 
