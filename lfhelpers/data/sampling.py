@@ -63,13 +63,19 @@ def sample_per_class(df: pd.DataFrame, max_per_class: int | None, seed: int = 42
     return df.reset_index(drop=True)
 
 
+def seeded_digest(value: str, seed: int) -> str:
+    """SHA-256 (hex) of ``value`` under ``seed``: a photo's place in every seeded draw that
+    must not move when other photos come or go (samples, splits of new photos, near-duplicate
+    picks)."""
+    return hashlib.sha256(f"{seed}|{value}".encode()).hexdigest()
+
+
 def _seeded_rank(df: pd.DataFrame, seed: int) -> np.ndarray:
     """Each row's place in a seeded draw, from its content digest (else path, else file)."""
     column = next((c for c in ("sha256", "path", "file") if c in df.columns), None)
     if column is None:
         return np.random.default_rng(seed).permutation(len(df))
-    keys = [hashlib.sha256(f"{seed}|{value}".encode()).hexdigest()
-            for value in df[column].astype(str)]
+    keys = [seeded_digest(value, seed) for value in df[column].astype(str)]
     # ties (the same content twice) are broken by position, so the draw is a total order
     return np.argsort(np.argsort(np.array(keys), kind="stable"), kind="stable")
 

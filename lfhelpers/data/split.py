@@ -8,7 +8,6 @@ the test set, and what was trained on stays comparable.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
+from lfhelpers.data.sampling import seeded_digest
 from lfhelpers.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -148,8 +148,7 @@ def _previous_splits(manifest: pd.DataFrame, previous: pd.DataFrame) -> pd.Serie
 
 def _hash_fraction(text: str, seed: int) -> float:
     """A uniform number in [0, 1) drawn from ``text`` and ``seed`` (the same on every run)."""
-    digest = hashlib.sha256(f"{seed}|{text}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+    return int(seeded_digest(text, seed)[:16], 16) / 2**64
 
 
 def _extend_split(out: pd.DataFrame, kept: pd.Series, usable: np.ndarray, seed: int,

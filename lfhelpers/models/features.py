@@ -378,11 +378,8 @@ class FeatureCache:
             out = self._pool_model.predict(x, batch_size=128, verbose=0)
             self._pooled.update(zip(chunk, np.asarray(out, np.float32), strict=True))
         if not pairs:
-            return np.zeros((0, int(self._pool_output_channels())), np.float32)
+            return np.zeros((0, int(self.backbone.output.shape[-1])), np.float32)
         return np.stack([self._pooled[p] for p in pairs])
-
-    def _pool_output_channels(self) -> int:
-        return int(self.backbone.output.shape[-1])
 
     def readable(self, df: pd.DataFrame) -> pd.DataFrame:
         """Compute the activations of ``df``'s images; drop (and log) the unreadable ones.

@@ -450,7 +450,7 @@ class XceptionClassifier:
         if cache is not None:
             files = list(frame["file"])
             views = list(frame["view"]) if "view" in frame.columns else ["orig"] * len(files)
-            if not getattr(self, "top_tuned_", True) and not self.flip_tta:
+            if not self.top_tuned_ and not self.flip_tta:
                 # the top blocks kept the cache's weights: the head over the kept vectors
                 return self.head_.predict(cache.pooled_features(files, views), batch_size=256,
                                           verbose=0)
@@ -538,6 +538,7 @@ class XceptionClassifier:
                   unfreeze_blocks=int(meta.get("unfreeze_blocks", 0)),
                   flip_tta=bool(meta.get("flip_tta", False)))
         clf.model_, clf.classes_, clf.feature_cache_ = model, labels, None
+        clf.top_tuned_ = True  # unknown: predict through the saved top blocks
         if feature_cache is not None:
             clf.cut_model_ = _cut_model(model, feature_cache, clf)
             clf.feature_cache_ = feature_cache

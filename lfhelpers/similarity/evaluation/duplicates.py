@@ -7,7 +7,6 @@ among the first k matches, :func:`duplicate_table` lists the matches for the fig
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -20,6 +19,7 @@ import pandas as pd
 from PIL import Image, ImageEnhance
 from tqdm import tqdm
 
+from lfhelpers.data.sampling import seeded_digest
 from lfhelpers.errors import DataError
 from lfhelpers.fsutil import atomic_write, sha256_file
 from lfhelpers.images import open_image
@@ -120,7 +120,7 @@ def make_near_duplicates(
         except OSError as exc:  # an unreadable original is never drawn
             log.warning("Skipped %s for the near-duplicate test: %s", f, exc)
             digests.append("")
-    rank = [hashlib.sha256(f"{seed}|{d}".encode()).hexdigest() if d else "~" for d in digests]
+    rank = [seeded_digest(d, seed) if d else "~" for d in digests]
     picks = sorted(sorted(range(len(files)), key=lambda i: (rank[i], i))[:min(int(n),
                                                                                  len(files))])
     dest = Path(dest)

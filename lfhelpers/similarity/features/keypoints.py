@@ -158,4 +158,3 @@ def grey_array(path: str | os.PathLike[str] | Any, max_side: int) -> tuple[np.nd
         full_size = img.size
     scale = max(full_size) / max(img.size) if max(img.size) else 1.0
     return np.ascontiguousarray(grey), float(scale)
-
