@@ -394,3 +394,32 @@ def test_notebook_07_in_the_smoke_run_reports_its_first_state(smoke_run):
     assert "Traceback" not in report
     figures = json.loads((smoke_run / "metrics.json").read_text())["07_explore"]
     assert figures["ready"] is True and figures["n_queries"] > 0
+
+
+def test_a_small_upright_jpeg_is_its_own_thumbnail_and_others_are_made(tmp_path):
+    """A cleaned photo (a small JPEG) is shown from its own bytes; a rotated, large or PNG
+    photo gets a made thumbnail that shows it upright and within the thumbnail side."""
+    from lfhelpers.explore.shared import THUMB_SIDE, _thumbnail, small_jpeg
+    from lfhelpers.store import ContentStore
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (200, 300, 3), np.uint8)
+    small = tmp_path / "small.jpg"
+    Image.fromarray(pixels).save(small, quality=90)
+    assert small_jpeg(str(small)) == small.read_bytes()
+
+    rotated = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF orientation: shown turned by 90 degrees
+    Image.fromarray(pixels).save(rotated, quality=90, exif=exif)
+    large = tmp_path / "large.jpg"
+    Image.fromarray(np.repeat(np.repeat(pixels, 3, 0), 3, 1)).save(large, quality=90)
+    png = tmp_path / "small.png"
+    Image.fromarray(pixels).save(png)
+    store = ContentStore.under(tmp_path / "cache", {"test": 1})
+    for path, upright in ((rotated, True), (large, False), (png, False)):
+        assert small_jpeg(str(path)) is None
+        made = Image.open(io.BytesIO(_thumbnail(str(path), store)))
+        assert made.format == "JPEG" and max(made.size) == THUMB_SIDE, path.name
+        assert (made.height > made.width) == upright, path.name
+    assert small_jpeg(str(tmp_path / "missing.jpg")) is None

@@ -49,12 +49,15 @@ from lfhelpers.store import ContentStore
 
 log = logging.getLogger(__name__)
 
-#: Bumped when the folder's layout changes.
-VERSION = 1
+#: Bumped when the folder's layout or contents change.
+VERSION = 2
 #: Longer side of the stored thumbnails (the cards show them at 160-220 px).
 THUMB_SIDE = 224
 #: Their JPEG quality.
 THUMB_QUALITY = 82
+#: A JPEG at most this many times THUMB_SIDE (and SMALL_BYTES long) is its own thumbnail.
+SMALL_FACTOR = 1.5
+SMALL_BYTES = 64 * 1024
 #: Seconds a visitor's kernel waits for another process that is preparing the same folder.
 WAIT_SECONDS = 1800
 
@@ -219,9 +222,10 @@ def _prepare(spec: SharedSpec, folder: Path) -> None:
     timings: dict[str, float] = {}
     start = time.perf_counter()
     files = list(spec.gallery) + list(spec.queries)
-    # the thumbnails (kept per photo) are made while the vectors are read, in a thread that
-    # leaves the interpreter (Pillow); the map follows the vectors, beside the colors
-    mapper = ThreadPoolExecutor(2)
+    # threads that leave the interpreter most of the time (Pillow, OpenCV, NumPy): the
+    # thumbnails (kept per photo) beside the vectors, then the map (one core) beside the colors
+    # (the others): on 2 cores the first load takes about the longest chain, not the sum
+    mapper = ThreadPoolExecutor(3)
     thumbs = mapper.submit(_write_thumbnails, files, work, spec.cache_dir or None)
     # the engine's recipe gives the embedder; its index, keypoints and vocabulary are not needed
     engine_embedder = src.recipe_embedder(spec.index_dir, spec.cache_dir or None)
@@ -233,6 +237,9 @@ def _prepare(spec: SharedSpec, folder: Path) -> None:
     (work / "files.json").write_text(json.dumps(kept), encoding="utf-8")
     # the lost photos' keypoints are extracted when a visitor first searches with one
     timings["vectors_seconds"] = time.perf_counter() - start
+    drawn = (mapper.submit(_draw_map, np.asarray(result.features, np.float32), spec)
+             if spec.projection and len(kept) >= 3 else None)
+    colors = mapper.submit(_palettes, kept, spec)
 
     if spec.classifier_model and Path(spec.classifier_model).is_file():
         t = time.perf_counter()
@@ -251,31 +258,13 @@ def _prepare(spec: SharedSpec, folder: Path) -> None:
         (work / "classes.json").write_text(json.dumps(classes), encoding="utf-8")
         timings["classifier_seconds"] = time.perf_counter() - t
 
-    # the map (t-SNE) is made beside the colors, in a thread that leaves the interpreter (NumPy,
-    # OpenCV): on 2 cores the first load takes the longest, not the sum
-    drawn = (mapper.submit(_draw_map, np.asarray(result.features, np.float32), spec)
-             if spec.projection and len(kept) >= 3 else None)
-
-    namer = None
-    if spec.color_model and Path(spec.color_model).is_file():
-        namer = src.load_color_namer(spec.color_model, spec.color_source or "synthetic",
-                                     spec.seed)
-    elif spec.color_source:
-        namer = src.load_color_namer(None, spec.color_source, spec.seed)
-        notes.append(f"no color model at {spec.color_model or '(not set)'}; trained one on "
-                     f"{spec.color_source} (run notebook 04 to save one)")
-    if namer is not None:
-        t = time.perf_counter()
-        palettes = {}
-        for f, palette in zip(kept, src.palettes(kept, namer, spec.seed, spec.cache_dir or None),
-                              strict=True):
-            if palette is None:
-                notes.append(f"no colors for {Path(f).name}: the photo could not be read")
-            else:
-                palettes[f] = palette_rows(palette)
+    palettes, note, color_seconds = colors.result()
+    notes += [note] if note else []
+    if palettes is not None:
+        notes += [f"no colors for {Path(f).name}: the photo could not be read"
+                  for f in kept if f not in palettes]
         (work / "palettes.json").write_text(json.dumps(palettes), encoding="utf-8")
-        timings["color_seconds"] = time.perf_counter() - t
-
+        timings["color_seconds"] = color_seconds
     timings["thumbs_seconds"] = thumbs.result()
     if len(kept) < len(files):  # the thumbnails follow files.json: drop the skipped photos'
         _keep_thumbnails(work, np.flatnonzero(result.ok).tolist())
@@ -290,6 +279,25 @@ def _prepare(spec: SharedSpec, folder: Path) -> None:
     (work / "info.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(work, folder)
+
+
+def _palettes(files: list[str], spec: SharedSpec) -> tuple[dict[str, list] | None, str, float]:
+    """Each readable photo's named colors (``None`` without a color model or source), a note
+    when a color model had to be trained here, and the seconds they took."""
+    t = time.perf_counter()
+    note = ""
+    if spec.color_model and Path(spec.color_model).is_file():
+        namer = src.load_color_namer(spec.color_model, spec.color_source or "synthetic",
+                                     spec.seed)
+    elif spec.color_source:
+        namer = src.load_color_namer(None, spec.color_source, spec.seed)
+        note = (f"no color model at {spec.color_model or '(not set)'}; trained one on "
+                f"{spec.color_source} (run notebook 04 to save one)")
+    else:
+        return None, note, 0.0
+    found = src.palettes(files, namer, spec.seed, spec.cache_dir or None)
+    palettes = {f: palette_rows(p) for f, p in zip(files, found, strict=True) if p is not None}
+    return palettes, note, time.perf_counter() - t
 
 
 def _write_thumbnails(files: list[str], work: Path, cache_dir: str | None = None) -> float:
@@ -313,6 +321,9 @@ def _write_thumbnails(files: list[str], work: Path, cache_dir: str | None = None
 
 def _thumbnail(path: str, store: ContentStore | None) -> bytes:
     """A photo's thumbnail, from the store when it holds one for the photo's bytes."""
+    small = small_jpeg(path)
+    if small is not None:  # already thumbnail-sized: its own bytes, nothing to make or keep
+        return small
     if store is None:
         return thumbnail_bytes(path)
     try:
@@ -340,6 +351,30 @@ def _keep_thumbnails(work: Path, rows: list[int]) -> None:
 def _draw_map(features: np.ndarray, spec: SharedSpec) -> tuple[np.ndarray, float]:
     t = time.perf_counter()
     return src.project_2d(features, spec.projection, spec.seed), time.perf_counter() - t
+
+
+def small_jpeg(path: str, side: int = THUMB_SIDE) -> bytes | None:
+    """The file's own bytes when it can be shown as its thumbnail, else ``None``.
+
+    That is a JPEG (RGB or grayscale) at most :data:`SMALL_FACTOR` times ``side`` on its longer
+    side and :data:`SMALL_BYTES` long, stored upright (no EXIF rotation to apply): a cleaned
+    data set's photos (300 px on lostnet). Only the header is read to decide; decoding and
+    encoding again would cost a few milliseconds per photo for a thumbnail of the same look.
+    """
+    from PIL import ExifTags, Image
+
+    try:
+        if os.path.getsize(path) > SMALL_BYTES:
+            return None
+        with Image.open(path) as image:
+            if (image.format != "JPEG" or image.mode not in ("RGB", "L")
+                    or max(image.size) > SMALL_FACTOR * side
+                    or image.getexif().get(ExifTags.Base.Orientation, 1) != 1):
+                return None
+        with open(path, "rb") as fh:
+            return fh.read()
+    except Exception:  # noqa: BLE001 - unreadable here: the decoding path says why
+        return None
 
 
 def thumbnail_bytes(path: str, side: int = THUMB_SIDE) -> bytes:
