@@ -220,6 +220,36 @@ def test_trunk_store_is_shared_by_training_and_the_fine_tuned_embeddings(data, t
     assert entry.with_name(entry.name + ".damaged").is_file() and entry.is_file()
 
 
+def test_embeddings_of_unseen_photos_on_the_openvino_trunk(data, tmp_path):
+    """Photos notebook 03 never saw go through the trunk on OpenVINO (``engine``, as the
+    search recipe names it): their activations are kept in the same store, and the vectors
+    equal the Keras ones up to rounding."""
+    pytest.importorskip("openvino", reason="the openvino package is not installed")
+    from lfhelpers.similarity.features.cnn import Embedder
+    from lfhelpers.similarity.search.recipe import Recipe
+
+    stored = FeatureCache(image_size=SIZE, weights="none", unfreeze_blocks=1, batch_size=16,
+                          progress=False, cache_dir=tmp_path / "cache")
+    train, val = data[data.split == "train"], data[data.split == "val"]
+    clf = XceptionClassifier(feature_cache=stored, **_params(epochs=1)).fit(train, val)
+    model_file = clf.save(tmp_path / "m.keras")[0]
+    unseen = list(data[data.split == "test"]["file"][:5])
+    keras_run = Embedder("classifier", model_path=model_file, cache_dir=tmp_path / "k",
+                         progress=False).fit().extract(unseen)
+    recipe = Recipe(backbone=f"finetuned:{model_file}", pooling="avg", image_size=0,
+                    engine="openvino", precision="float32")
+    assert Recipe.from_dict(recipe.to_dict()) == recipe
+    embedder = recipe.embedder(cache_dir=tmp_path / "cache")
+    assert embedder.engine == "openvino" and embedder.trunk_store_.folder == \
+        stored.trunk_store.folder
+    before = len(stored.trunk_store)
+    got = embedder.extract(unseen)
+    assert got.n_from_trunk == 0 and len(stored.trunk_store) == before + len(unseen)
+    assert (got.features * keras_run.features).sum(axis=1).min() > 0.999
+    with pytest.raises(ConfigError, match="engine"):
+        Embedder("classifier", model_path=model_file, engine="tensorrt").fit()
+
+
 def test_a_head_only_model_scores_from_the_kept_pooled_vectors(data, cache, tmp_path):
     train, val, test = (data[data.split == s] for s in ("train", "val", "test"))
     clf = XceptionClassifier(feature_cache=cache, **_params(fine_tune_epochs=0)).fit(train, val)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,7 +25,14 @@ from tqdm import tqdm
 from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.images import load_rgb
 from lfhelpers.models.backbones import build_backbone, quiet_tensorflow, resolve_weights
-from lfhelpers.models.trunk import iter_pixel_batches, stored_activations, trunk_store
+from lfhelpers.models.trunk import (
+    TRUNK_ENGINES,
+    check_engine,
+    iter_pixel_batches,
+    openvino_runner,
+    stored_activations,
+    trunk_store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +41,7 @@ FIXED_VIEWS = ("orig", "fliplr", "flipud", "rot90", "rot180", "rot270")
 #: Xception blocks that may be unfrozen: 14 (exit flow) down to 5 (middle flow).
 MAX_UNFREEZE_BLOCKS = 10
 #: Engines that can run the trunk.
-ENGINES = ("keras", "openvino")
+ENGINES = TRUNK_ENGINES
 
 _VIEWS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "orig": lambda x: x,
@@ -146,10 +152,7 @@ class FeatureCache:
         quiet_tensorflow()
         import keras
 
-        if engine not in ENGINES:
-            raise ConfigError(f"engine must be one of {ENGINES}, not {engine!r}.")
-        if precision not in ("float32", "bfloat16"):
-            raise ConfigError(f"precision must be 'float32' or 'bfloat16', not {precision!r}.")
+        check_engine(engine, precision)
         self.image_size = int(image_size)
         self.weights = resolve_weights("xception", weights)
         self.unfreeze_blocks = int(unfreeze_blocks)
@@ -178,24 +181,9 @@ class FeatureCache:
 
     def _start_engine(self, engine: str, precision: str) -> tuple[str, str]:
         if engine == "openvino":
-            try:
-                import openvino as ov
-            except ImportError:
-                log.warning("engine='openvino' asked for, but the openvino package is not "
-                            "installed (pip install openvino): using Keras.")
-            else:
-                core = ov.Core()
-                if precision == "bfloat16" and "BF16" not in core.get_property(
-                        "CPU", "OPTIMIZATION_CAPABILITIES"):
-                    log.warning("This CPU has no bfloat16 support: the trunk runs in float32.")
-                    precision = "float32"
-                shape = [-1, self.image_size, self.image_size, 3]
-                with warnings.catch_warnings():  # Keras notes the input's name during tracing
-                    warnings.simplefilter("ignore", UserWarning)
-                    model = ov.convert_model(self.trunk, input=[(shape, ov.Type.f32)])
-                hint = "bf16" if precision == "bfloat16" else "f32"
-                self._compiled = core.compile_model(model, "CPU", {
-                    "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"})
+            started = openvino_runner(self.trunk, self.image_size, precision)
+            if started is not None:
+                self._run_ov, precision = started
                 return "openvino", precision
         import tensorflow as tf
 
@@ -207,7 +195,7 @@ class FeatureCache:
         """Trunk activations (float32) of a batch of pixels (0-255), on the cache's engine."""
         x = np.asarray(pixels, np.float32)
         if self.engine == "openvino":
-            return np.asarray(self._compiled(x)[0], np.float32)
+            return self._run_ov(x)
         return np.asarray(self._run_tf(x), np.float32)
 
     @property

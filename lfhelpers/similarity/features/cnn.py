@@ -48,7 +48,12 @@ from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.fsutil import sha256_file
 from lfhelpers.images import load_rgb
 from lfhelpers.models.backbones import CLASSIFIER, backbone_spec, build_backbone, resolve_weights
-from lfhelpers.models.trunk import stored_activations, trunk_store
+from lfhelpers.models.trunk import (
+    check_engine,
+    openvino_runner,
+    stored_activations,
+    trunk_store,
+)
 from lfhelpers.similarity.features.base import Extraction, l2_normalize
 from lfhelpers.similarity.features.network import (
     ClassifierCategories,
@@ -132,6 +137,16 @@ class Embedder(ClassifierCategories, TransformerMixin, BaseEstimator):
         Average each photo's vector with that of its mirror image (two passes per photo).
     progress : bool
         Show a tqdm progress bar.
+    engine : {"keras", "openvino"}
+        What runs the trunk for photos whose activations are not in the trunk store yet (only
+        with ``cache_dir``; the rest of the network is Keras): ``"openvino"`` is the engine
+        notebook 03 fills the store with, converted when a photo first needs it (falls back to
+        Keras without the ``openvino`` package).
+    precision : {"float32", "bfloat16"}
+        The OpenVINO trunk's arithmetic (``"bfloat16"`` where the CPU has it; see
+        :func:`lfhelpers.models.trunk.openvino_runner`). The store keeps float16 activations
+        whichever engine made them, and a vector is named by the photo and the network, not
+        by the engine: vectors from either differ by rounding only.
 
     Attributes
     ----------
@@ -169,6 +184,8 @@ class Embedder(ClassifierCategories, TransformerMixin, BaseEstimator):
         pooling: str = "avg",
         gem_p: float = 3.0,
         flip: bool = False,
+        engine: str = "keras",
+        precision: str = "float32",
     ):
         self.backbone = backbone
         self.weights = weights
@@ -182,6 +199,8 @@ class Embedder(ClassifierCategories, TransformerMixin, BaseEstimator):
         self.gem_p = gem_p
         self.flip = flip
         self.progress = progress
+        self.engine = engine
+        self.precision = precision
 
     # -- building --------------------------------------------------------------------------
 
@@ -191,6 +210,8 @@ class Embedder(ClassifierCategories, TransformerMixin, BaseEstimator):
 
         if self.pooling not in POOLINGS:
             raise ConfigError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}.")
+        check_engine(self.engine, self.precision)
+        self._run_ov = None  # the OpenVINO trunk, converted when a photo first needs it
         if int(self.batch_size) < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size!r}.")
         self.classes_: list[str] = []
@@ -371,8 +392,13 @@ class Embedder(ClassifierCategories, TransformerMixin, BaseEstimator):
         return x
 
     def _run_trunk(self, pixels: np.ndarray) -> np.ndarray:
-        """Trunk activations of a batch of pixels (0-255)."""
+        """Trunk activations of a batch of pixels (0-255), on ``engine``."""
         x = self.preprocess_(np.array(self._padded(pixels, int(self.batch_size)), copy=True))
+        if self.engine == "openvino" and self._run_ov is None:
+            started = openvino_runner(self.trunk_, int(self.image_size_), self.precision)
+            self._run_ov = started[0] if started else False  # False: Keras from now on
+        if self._run_ov:
+            return self._run_ov(x)[:len(pixels)]
         return np.asarray(self.trunk_.predict_on_batch(x), np.float32)[:len(pixels)]
 
     def _run_top(self, activations: np.ndarray) -> np.ndarray:

@@ -190,6 +190,8 @@ def feature_sets(
     progress: bool = True,
     pooling: str = "avg",
     flip: bool = False,
+    engine: str = "keras",
+    precision: str = "float32",
 ) -> dict[str, FeatureSet]:
     """Vectors of the same photos from several extractors, for comparing them.
 
@@ -219,6 +221,9 @@ def feature_sets(
         Pooling of the ImageNet backbones (see :class:`Embedder`).
     flip : bool
         Average each photo with its mirror image (ImageNet backbones and the classifier).
+    engine, precision : str
+        What runs the Xception trunk for photos not in the trunk store (see
+        :class:`~lfhelpers.similarity.features.cnn.Embedder`).
 
     Returns
     -------
@@ -253,13 +258,14 @@ def feature_sets(
                                        f"{classifier_model!r} (train it with notebook 03)")
                 continue
             embedder = Embedder(CLASSIFIER, model_path=classifier_model, batch_size=batch_size,
-                                cache_dir=cache,
-                                progress=progress, flip=flip).fit()
+                                cache_dir=cache, progress=progress, flip=flip, engine=engine,
+                                precision=precision).fit()
             note = f"fine-tuned Xception {Path(classifier_model).name}, {embedder.image_size_} px"
         else:
             embedder = Embedder(name, weights=weights, image_size=image_size,
                                 batch_size=batch_size, progress=progress, pooling=pooling,
-                                flip=flip, cache_dir=cache).fit()
+                                flip=flip, cache_dir=cache, engine=engine,
+                                precision=precision).fit()
             w = embedder.weights_
             how = f"{embedder.image_size_} px, {pooling} pooling{', flip' if flip else ''}"
             note = (f"{name} ImageNet, {how}" if w is not None

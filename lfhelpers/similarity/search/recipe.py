@@ -58,6 +58,10 @@ class Recipe:
         (``benchmarks/bench_same_item.py``: 5 + 15, 20 verified, keep DVD recall@1 at 0.99
         among 2,300 photos for 1.9x the time of a global search).
     batch_size, seed : int
+    engine, precision : str
+        What runs the Xception trunk for photos whose activations are not stored yet
+        (``keras`` float32, or ``openvino`` in ``float32``/``bfloat16``, as notebook 03 fills
+        the store; see :class:`~lfhelpers.similarity.features.cnn.Embedder`).
     """
 
     backbone: str = "xception"
@@ -77,6 +81,8 @@ class Recipe:
     max_verify: int = 20
     batch_size: int = 32
     seed: int = 0
+    engine: str = "keras"
+    precision: str = "float32"
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as plain JSON values."""
@@ -122,7 +128,8 @@ class Recipe:
     def embedder(self, cache_dir: str | os.PathLike[str] | None = None,
                  progress: bool = False) -> Any:
         """A fitted :class:`~lfhelpers.similarity.features.cnn.Embedder` for this recipe."""
-        return embedder_from_spec(self.embedding_spec(), cache_dir=cache_dir, progress=progress)
+        return embedder_from_spec(self.embedding_spec(), cache_dir=cache_dir, progress=progress,
+                                  engine=self.engine, precision=self.precision)
 
     def local_features(self, cache_dir: str | os.PathLike[str] | None = None) -> Any:
         """The :class:`~lfhelpers.similarity.features.local.LocalFeatures` of this recipe."""
@@ -198,7 +205,8 @@ def embedding_spec(backbone: str = Recipe.backbone, weights: str = Recipe.weight
 
 
 def embedder_from_spec(spec: dict[str, Any], cache_dir: str | os.PathLike[str] | None = None,
-                       progress: bool = False) -> Any:
+                       progress: bool = False, engine: str = "keras",
+                       precision: str = "float32") -> Any:
     """A fitted :class:`~lfhelpers.similarity.features.cnn.Embedder` for a recorded spec.
 
     Parameters
@@ -209,6 +217,8 @@ def embedder_from_spec(spec: dict[str, Any], cache_dir: str | os.PathLike[str] |
         The embedder's content-addressed vector cache.
     progress : bool
         Show a progress bar.
+    engine, precision : str
+        What runs the trunk for photos not in the trunk store (see :class:`Recipe`).
 
     Returns
     -------
@@ -220,8 +230,9 @@ def embedder_from_spec(spec: dict[str, Any], cache_dir: str | os.PathLike[str] |
     set_seed(int(spec.get("seed", 0)))  # random weights ("none") are the same in every process
     if spec["backbone"] == CLASSIFIER:
         return Embedder(CLASSIFIER, model_path=spec["model_path"], cache_dir=cache_dir,
-                        batch_size=spec["batch_size"], progress=progress).fit()
+                        batch_size=spec["batch_size"], progress=progress, engine=engine,
+                        precision=precision).fit()
     return Embedder(spec["backbone"], weights=spec["weights"] or "none",
                     image_size=spec["image_size"], batch_size=spec["batch_size"],
                     pooling=spec["pooling"], flip=spec["flip"], progress=progress,
-                    cache_dir=cache_dir).fit()
+                    cache_dir=cache_dir, engine=engine, precision=precision).fit()
