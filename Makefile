@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 ## Run every notebook on the real default data (profile cpu) into reports/runs/demo (a rerun
 ## reuses the notebooks whose inputs, parameters and code did not change) and publish it
 demo: setup
-	$(BIN)/python -m lfhelpers run --profile cpu --out reports/runs/demo --publish reports/latest
+	$(BIN)/python -m lfhelpers run --profile cpu --out reports/runs/demo --publish reports/latest --jobs 2
 
 ## Lint, unit tests, the pipeline smoke run (every notebook once) and the check of the baselines
 ## against that run (tests/test_baselines.py)

@@ -6,8 +6,8 @@ In one run, on one machine:
     images per second), measured before (b) and after (d); the mean is used;
 (b) a fresh copy of the project (its tracked files) in a work folder, whose raw photos are a
     local copy of the mirror's LostNet **minus 50 photos held out**; the demo's command
-    (``python -m lfhelpers run --profile cpu``, with ``-p source=<that folder>`` so that the
-    cleanup reads it in place) from empty caches;
+    (``python -m lfhelpers run --profile cpu --jobs 2``, with ``-p source=<that folder>`` so
+    that the cleanup reads it in place) from empty caches;
 (c) the same command again, nothing changed;
 (d) the 50 held-out photos copied into the raw folder (new arrivals), the command again.
 
@@ -81,7 +81,7 @@ def photos_copy(mirror: Path, dest: Path, hold_out: int, seed: int = 0) -> tuple
     return raw, aside
 
 
-def run_demo(repo: Path, raw: Path, label: str, jobs: int = 1) -> dict:
+def run_demo(repo: Path, raw: Path, label: str, jobs: int = 2) -> dict:
     """The demo's command in ``repo``; its seconds and the runner's per-notebook record."""
     env = {**os.environ, "PYTHONPATH": str(repo)}
     command = [sys.executable, "-m", "lfhelpers", "run", "--profile", "cpu", "--out",
@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", help="work folder (default: a temporary one, removed after)")
     parser.add_argument("--hold-out", type=int, default=50, help="photos added in step (d)")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="notebooks run side by side (the runner's --jobs)")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="notebooks run side by side (the runner's --jobs; make demo: 2)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "demo.json"))
     args = parser.parse_args(argv)
     from lfhelpers.models.backbones import resolve_weights
