@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,8 @@ from lfhelpers.store import ContentStore
 
 log = logging.getLogger(__name__)
 
+#: Photos to compute in one call from which ``engine="openvino"`` converts the network.
+OPENVINO_MIN_PHOTOS = 32
 _CACHE_VERSION = 2  # 2: Xception vectors come from float16 trunk activations
 #: Sub-folder of ``cache_dir`` with the vectors (the trunk activations are in ``trunk/``).
 VECTOR_FOLDER = "embeddings"
@@ -138,10 +140,12 @@ class Embedder(ClassifierCategories, TransformerMixin, BaseEstimator):
     progress : bool
         Show a tqdm progress bar.
     engine : {"keras", "openvino"}
-        What runs the trunk for photos whose activations are not in the trunk store yet (only
-        with ``cache_dir``; the rest of the network is Keras): ``"openvino"`` is the engine
-        notebook 03 fills the store with, converted when a photo first needs it (falls back to
-        Keras without the ``openvino`` package).
+        What runs the network on pixels (with a trunk store: the trunk, for photos whose
+        activations are not stored yet; the rest of the network is Keras): ``"openvino"`` is
+        the engine notebook 03 fills the store with, converted the first time a call has at
+        least :data:`OPENVINO_MIN_PHOTOS` photos to compute (fewer, such as one lost photo's
+        search, stay on Keras: the conversion takes seconds). Without the ``openvino``
+        package, Keras.
     precision : {"float32", "bfloat16"}
         The OpenVINO trunk's arithmetic (``"bfloat16"`` where the CPU has it; see
         :func:`lfhelpers.models.trunk.openvino_runner`). The store keeps float16 activations
@@ -211,7 +215,8 @@ class Embedder(ClassifierCategories, TransformerMixin, BaseEstimator):
         if self.pooling not in POOLINGS:
             raise ConfigError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}.")
         check_engine(self.engine, self.precision)
-        self._run_ov = None  # the OpenVINO trunk, converted when a photo first needs it
+        self._run_ov = None  # the OpenVINO network, converted when a call first needs it
+        self._many = False
         if int(self.batch_size) < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size!r}.")
         self.classes_: list[str] = []
@@ -329,6 +334,7 @@ class Embedder(ClassifierCategories, TransformerMixin, BaseEstimator):
         n_cached = len(files) - len(todo) - len(errors)
         bar.update(len(files) - len(todo))
         self._lone = len(files) == 1  # a lone photo (a query) is not padded to a full batch
+        self._many = len(todo) >= OPENVINO_MIN_PHOTOS  # a few queries: Keras, no conversion
         n_from_trunk = 0
         if self.trunk_store_ is not None:
             acts, bad, n_from_trunk = stored_activations(
@@ -391,14 +397,22 @@ class Embedder(ClassifierCategories, TransformerMixin, BaseEstimator):
             x = np.concatenate([x, np.zeros((batch - len(x), *x.shape[1:]), np.float32)])
         return x
 
+    def _openvino(self, model: Any) -> Callable[[np.ndarray], np.ndarray] | None:
+        """``model`` on OpenVINO when ``engine`` says so and this call has enough photos to
+        repay the conversion (done once; ``None``: Keras)."""
+        if self.engine != "openvino" or not self._many:
+            return None
+        if self._run_ov is None:
+            started = openvino_runner(model, int(self.image_size_), self.precision)
+            self._run_ov = started[0] if started else False  # False: Keras from now on
+        return self._run_ov or None
+
     def _run_trunk(self, pixels: np.ndarray) -> np.ndarray:
         """Trunk activations of a batch of pixels (0-255), on ``engine``."""
         x = self.preprocess_(np.array(self._padded(pixels, int(self.batch_size)), copy=True))
-        if self.engine == "openvino" and self._run_ov is None:
-            started = openvino_runner(self.trunk_, int(self.image_size_), self.precision)
-            self._run_ov = started[0] if started else False  # False: Keras from now on
-        if self._run_ov:
-            return self._run_ov(x)[:len(pixels)]
+        run = self._openvino(self.trunk_)
+        if run is not None:
+            return run(x)[:len(pixels)]
         return np.asarray(self.trunk_.predict_on_batch(x), np.float32)[:len(pixels)]
 
     def _run_top(self, activations: np.ndarray) -> np.ndarray:
@@ -409,8 +423,10 @@ class Embedder(ClassifierCategories, TransformerMixin, BaseEstimator):
 
     def _forward(self, images: np.ndarray) -> np.ndarray:
         # a copy: Keras' preprocess_input works in place on NumPy arrays
-        x = np.array(images, dtype=np.float32, copy=True)
-        out = np.asarray(self.model_.predict_on_batch(self.preprocess_(x)), np.float32)
+        x = self.preprocess_(np.array(images, dtype=np.float32, copy=True))
+        run = self._openvino(self.model_) if self.trunk_store_ is None else None
+        out = run(x) if run is not None else np.asarray(self.model_.predict_on_batch(x),
+                                                        np.float32)
         if out.ndim == 4:
             out = pool_maps(out, self.pooling, self.gem_p)
         return out
