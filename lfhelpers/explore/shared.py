@@ -358,21 +358,23 @@ def small_jpeg(path: str, side: int = THUMB_SIDE) -> bytes | None:
 
     That is a JPEG (RGB or grayscale) at most :data:`SMALL_FACTOR` times ``side`` on its longer
     side and :data:`SMALL_BYTES` long, stored upright (no EXIF rotation to apply): a cleaned
-    data set's photos (300 px on lostnet). Only the header is read to decide; decoding and
-    encoding again would cost a few milliseconds per photo for a thumbnail of the same look.
+    data set's photos (300 px on lostnet). The file is read once and only its header parsed;
+    decoding and encoding again would cost a few milliseconds per photo for a thumbnail of the
+    same look.
     """
     from PIL import ExifTags, Image
 
     try:
         if os.path.getsize(path) > SMALL_BYTES:
             return None
-        with Image.open(path) as image:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        with Image.open(io.BytesIO(data)) as image:
             if (image.format != "JPEG" or image.mode not in ("RGB", "L")
                     or max(image.size) > SMALL_FACTOR * side
                     or image.getexif().get(ExifTags.Base.Orientation, 1) != 1):
                 return None
-        with open(path, "rb") as fh:
-            return fh.read()
+        return data
     except Exception:  # noqa: BLE001 - unreadable here: the decoding path says why
         return None
 

@@ -26,7 +26,6 @@ from lfhelpers.errors import ConfigError, DataError
 from lfhelpers.images import load_rgb
 from lfhelpers.models.backbones import build_backbone, quiet_tensorflow, resolve_weights
 from lfhelpers.models.trunk import (
-    TRUNK_ENGINES,
     check_engine,
     iter_pixel_batches,
     openvino_runner,
@@ -40,8 +39,6 @@ log = logging.getLogger(__name__)
 FIXED_VIEWS = ("orig", "fliplr", "flipud", "rot90", "rot180", "rot270")
 #: Xception blocks that may be unfrozen: 14 (exit flow) down to 5 (middle flow).
 MAX_UNFREEZE_BLOCKS = 10
-#: Engines that can run the trunk.
-ENGINES = TRUNK_ENGINES
 
 _VIEWS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "orig": lambda x: x,
