@@ -16,7 +16,8 @@ os.umask(_UMASK)
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -> Iterator[IO]:
+def atomic_write(path: str | os.PathLike[str], mode: str = "w", durable: bool = True,
+                 **kwargs: Any) -> Iterator[IO]:
     """Open a temporary file next to ``path`` and move it into place only on success.
 
     Parameters
@@ -25,6 +26,10 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -
         Final destination. Parent folders are created.
     mode : str
         ``"w"`` (text, UTF-8 by default) or ``"wb"``.
+    durable : bool
+        Flush the file to the disk (``fsync``) before it takes its place, so that a power cut
+        cannot leave an empty file there. Caches whose damaged entries are recomputed pass
+        ``False``: writing thousands of small entries then costs a tenth of the time.
     **kwargs
         Passed to :func:`open` (for example ``newline=""`` for CSV).
 
@@ -43,7 +48,8 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -123,7 +123,9 @@ class ContentStore:
                 with atomic_write(spec_file) as fh:
                     json.dump(self.spec, fh, indent=2, sort_keys=True, default=str)
             self._spec_written = True
-        with atomic_write(self.path(digest), "wb") as fh:
+        # not flushed to the disk one by one: an entry a power cut damaged is set aside and
+        # recomputed by `get`
+        with atomic_write(self.path(digest), "wb", durable=False) as fh:
             if self.suffix == ".npy":
                 np.save(fh, np.asarray(value), allow_pickle=False)
             else:
