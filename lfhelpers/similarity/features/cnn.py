@@ -397,12 +397,14 @@ class Embedder(ClassifierCategories, TransformerMixin, BaseEstimator):
             x = np.concatenate([x, np.zeros((batch - len(x), *x.shape[1:]), np.float32)])
         return x
 
-    def _openvino(self, model: Any) -> Callable[[np.ndarray], np.ndarray] | None:
-        """``model`` on OpenVINO when ``engine`` says so and this call has enough photos to
-        repay the conversion (done once; ``None``: Keras)."""
+    def _openvino(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The network this embedder runs on pixels (the trunk when activations are stored,
+        else the whole model) on OpenVINO, when ``engine`` says so and this call has enough
+        photos to repay the conversion (done once; ``None``: Keras)."""
         if self.engine != "openvino" or not self._many:
             return None
         if self._run_ov is None:
+            model = self.trunk_ if self.trunk_store_ is not None else self.model_
             started = openvino_runner(model, int(self.image_size_), self.precision)
             self._run_ov = started[0] if started else False  # False: Keras from now on
         return self._run_ov or None
@@ -410,7 +412,7 @@ class Embedder(ClassifierCategories, TransformerMixin, BaseEstimator):
     def _run_trunk(self, pixels: np.ndarray) -> np.ndarray:
         """Trunk activations of a batch of pixels (0-255), on ``engine``."""
         x = self.preprocess_(np.array(self._padded(pixels, int(self.batch_size)), copy=True))
-        run = self._openvino(self.trunk_)
+        run = self._openvino()
         if run is not None:
             return run(x)[:len(pixels)]
         return np.asarray(self.trunk_.predict_on_batch(x), np.float32)[:len(pixels)]
@@ -424,7 +426,7 @@ class Embedder(ClassifierCategories, TransformerMixin, BaseEstimator):
     def _forward(self, images: np.ndarray) -> np.ndarray:
         # a copy: Keras' preprocess_input works in place on NumPy arrays
         x = self.preprocess_(np.array(images, dtype=np.float32, copy=True))
-        run = self._openvino(self.model_) if self.trunk_store_ is None else None
+        run = self._openvino()
         out = run(x) if run is not None else np.asarray(self.model_.predict_on_batch(x),
                                                         np.float32)
         if out.ndim == 4:
