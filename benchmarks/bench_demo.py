@@ -3,8 +3,9 @@
 In one run, on one machine:
 
 (a) the yardstick (``bench_xception.yardstick``: plain Keras Xception inference at 224 px,
-    images per second), measured before (b), between (b) and (c), and after (d); each run is
-    counted with the mean of the two measured around it (the machine's speed drifts);
+    images per second over a minute of calls), measured before (b), between (b) and (c), and
+    after (d); each run is counted with the mean of the two measured around it (the machine's
+    speed drifts);
 (b) a fresh copy of the project (its tracked files) in a work folder, whose raw photos are a
     local copy of the mirror's LostNet **minus 50 photos held out**; the demo's command
     (``python -m lfhelpers run --profile cpu --jobs 2``, with ``-p source=<that folder>`` so
@@ -140,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         after = yardstick(os.environ["LF_XCEPTION_WEIGHTS"])
         print(f"yardstick after: {after:.2f} images/s", flush=True)
         n_clean = int(added["figures"]["01_crawl_cleanup"]["n_clean"])
-    # the machine's speed drifts during a run (the yardstick moved from 24.8 to 12.4 images/s in
-    # one run here): each run is counted in the passes of the two yardsticks around it
+    # the machine's speed drifts during a run (a yardstick of four calls moved from 24.8 to 12.4
+    # images/s in one run here): each run is counted in the passes of the two yardsticks around it
     ips = (before + between + after) / 3
     pass_seconds = n_clean / ips
     for run, around in ((fresh, (before, between)), (unchanged, (between, after)),

@@ -43,8 +43,15 @@ BASELINE = {"seconds": 2318, "yardstick_images_per_second": 5.5, "units": 12700,
 TARGET_UNITS = 4200
 
 
-def yardstick(weights: str, batches: int = 4, size: int = 224, batch: int = 32) -> float:
-    """Images per second of plain Keras Xception inference (after one warm-up batch)."""
+def yardstick(weights: str, seconds: float = 60.0, size: int = 224, batch: int = 32) -> float:
+    """Images per second of plain Keras Xception inference (after one warm-up batch).
+
+    One batch is predicted again and again for ``seconds`` (at least four times) and the rate
+    is taken over all of them: on a shared virtual machine TensorFlow's speed switches from one
+    call to the next (here between about 12 and 21 images/s, sometimes 6, for the same batch),
+    so a few calls measure the state of the moment, not the machine. The spread of the calls is
+    printed.
+    """
     code = f"""
 import os, time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -53,14 +60,24 @@ m = keras.applications.Xception(include_top=False, weights={weights!r},
                                 input_shape=({size}, {size}, 3))
 x = np.random.default_rng(0).uniform(-1, 1, ({batch}, {size}, {size}, 3)).astype("float32")
 m.predict(x, batch_size={batch}, verbose=0)
-t = time.perf_counter()
-for _ in range({batches}):
+calls = []
+start = time.perf_counter()
+while len(calls) < 4 or time.perf_counter() - start < {seconds}:
+    t = time.perf_counter()
     m.predict(x, batch_size={batch}, verbose=0)
-print({batch} * {batches} / (time.perf_counter() - t))
+    calls.append({batch} / (time.perf_counter() - t))
+rate = {batch} * len(calls) / (time.perf_counter() - start)
+print(len(calls), min(calls), float(np.median(calls)), max(calls))
+print(rate)
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
-    return float(done.stdout.strip().splitlines()[-1])
+    *_, spread, rate = done.stdout.strip().splitlines()
+    n, low, median, high = spread.split()
+    print(f"yardstick: {float(rate):.2f} images/s over {n} calls of {batch} images "
+          f"(per call: min {float(low):.1f}, median {float(median):.1f}, "
+          f"max {float(high):.1f})", flush=True)
+    return float(rate)
 
 
 def write_results(result: dict, out: str | Path) -> None:
