@@ -618,6 +618,11 @@ def test_openvino_engine_matches_the_tensorflow_trunk(data):
     a, b = ref.features(files).astype("float32"), ov.features(files).astype("float32")
     assert ov.engine == "openvino"
     assert np.abs(a - b).max() <= 1e-2 * max(1.0, float(np.abs(a).max()))  # float16 storage
+    # a batch is split across OpenVINO's streams: each photo's answer stays in its place
+    pixels = np.stack([load_rgb(f, SIZE) for f in files])
+    whole = ov.run_trunk(pixels)
+    one_by_one = np.concatenate([ov.run_trunk(pixels[i:i + 1]) for i in range(len(files))])
+    np.testing.assert_allclose(whole, one_by_one, rtol=0, atol=1e-4)
 
 
 def test_distribute_strategy_choice():
