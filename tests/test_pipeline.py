@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -199,8 +200,8 @@ CHAIN_GRAPH = """\
   reads: ["{data_dir}", "{no_such_parameter}/x"]
 """
 
-TIMES = ("import time\nfrom pathlib import Path\nfrom lfhelpers.metrics import record_metrics\n"
-         "start = time.time()\ntime.sleep(nap)\n")
+TIMES = ("import os\nimport time\nfrom pathlib import Path\n"
+         "from lfhelpers.metrics import record_metrics\nstart = time.time()\ntime.sleep(nap)\n")
 
 
 @pytest.fixture()
@@ -217,11 +218,13 @@ def chain(tmp_path):
              TIMES + "text = (Path(data_dir) / 'a.txt').read_text()\n"
              "Path(res_file).write_text(f'{text}*{beta}')\n"
              "record_metrics(out_dir, '02_mid', {'start': start, 'end': time.time(), "
-             "'nested': {'per_class': {'bag': 0.5, 'key': 0.25}}})")
+             "'nested': {'per_class': {'bag': 0.5, 'key': 0.25}}, 'nice': os.nice(0)})")
     write_nb(nbdir / "03_end.ipynb", common + 'res_file = ""',
              TIMES + "record_metrics(out_dir, '03_end', {'res': Path(res_file).read_text()})")
     write_nb(nbdir / "04_side.ipynb", common,
-             TIMES + "record_metrics(out_dir, '04_side', {'start': start, 'end': time.time()})")
+             TIMES + "group = Path('/proc/self/autogroup')\n"
+             "record_metrics(out_dir, '04_side', {'start': start, 'end': time.time(), "
+             "'nice': os.nice(0), 'group': group.read_text() if group.exists() else ''})")
     profiles = tmp_path / "profiles.yaml"
     profiles.write_text('t:\n  all:\n    data_dir: "{out}/data"\n    res_file: "{out}/res.txt"\n')
     (tmp_path / "graph.yaml").write_text(CHAIN_GRAPH)
@@ -344,6 +347,35 @@ def test_jobs_run_independent_notebooks_side_by_side(chain, tmp_path, capsys, mo
     summary = format_summary(result)
     assert re.search(r"02_mid\s+ok\s+[\d.]+ s", summary) and "Total:" in summary
     assert "nested={per_class: {bag: 0.5, key: 0.25}}" in summary
+
+
+def test_side_by_side_what_the_run_does_not_wait_for_runs_at_a_lower_priority(chain, tmp_path):
+    """02 has 03 after it, 04 nothing: 04 runs beside 02 in the background kernel, whose CPU
+    priority (its nice value, and that of its session's scheduling group) is lower."""
+    from lfhelpers.pipeline.execute import BACKGROUND_NICE
+
+    nbdir, profiles = chain
+    out = tmp_path / "run"
+    result = run_pipeline("t", out_dir=out, notebook_dir=nbdir, profiles_file=profiles,
+                          overrides={"nap": 1.0}, jobs=2, html=False, echo=False)
+    assert {r.status for r in result.notebooks} == {"ok"}
+    m = read_metrics(out)
+    assert m["02_mid"]["start"] < m["04_side"]["end"] and m["04_side"]["start"] < m["02_mid"]["end"]
+    base = os.nice(0)
+    assert m["02_mid"]["nice"] == base
+    assert m["04_side"]["nice"] == min(base + BACKGROUND_NICE, 19)
+    if m["04_side"]["group"]:  # Linux with autogroup: the kernel's own group is lowered too
+        assert m["04_side"]["group"].strip().endswith(f"nice {BACKGROUND_NICE}")
+
+
+def test_chain_lengths_count_the_notebooks_waiting_behind_each():
+    from lfhelpers.pipeline.graph import Node, chain_lengths
+
+    deps = {"01": set(), "02": {"01"}, "03": {"01", "02"}, "04": {"01"}, "05": {"03", "04"}}
+    nodes = {s: Node(s, [], [], True, d) for s, d in deps.items()}
+    assert chain_lengths(nodes, list(nodes)) == {"01": 4, "02": 3, "03": 2, "04": 2, "05": 1}
+    # only among the notebooks given (those still to run)
+    assert chain_lengths(nodes, ["02", "04", "05"]) == {"02": 1, "04": 2, "05": 1}
 
 
 def test_unknown_parameter_stops_before_any_kernel_starts(chain, tmp_path):

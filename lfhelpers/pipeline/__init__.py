@@ -15,8 +15,9 @@ The order comes from the notebook graph (``graph.yaml``, see :mod:`.graph`): wha
 reads and writes. A notebook whose source, parameters, ``lfhelpers`` code and inputs are
 unchanged since its last successful run into ``DIR`` is not run again (see :mod:`.cache`); a
 change reruns it and everything downstream. With ``jobs`` > 1, notebooks whose inputs are ready
-run side by side. On a failure the runner starts nothing new, names the notebook and the cell,
-and leaves the partial outputs on disk.
+run side by side: the one with the longest chain of notebooks left behind it at normal CPU
+priority, the others at a lower one (``execute.BACKGROUND_NICE``). On a failure the runner
+starts nothing new, names the notebook and the cell, and leaves the partial outputs on disk.
 
 Before any notebook runs, the declared inputs of the selected notebooks must exist (or be made
 by a selected notebook); otherwise the runner stops and names the notebook that makes them. One

@@ -16,29 +16,38 @@ from typing import IO, Any
 from ..fsutil import atomic_write
 
 KERNEL_NAME = "lfhelpers-python"
+#: The same kernel at a lower CPU priority (see :func:`kernel_env`).
+BACKGROUND_KERNEL_NAME = "lfhelpers-python-background"
+#: ``os.nice`` steps of the background kernel: it gets about a tenth of a core that a normal
+#: process wants too, and any core that is idle.
+BACKGROUND_NICE = 10
 #: Seconds between two progress lines of a notebook whose cell runs long (no terminal).
 HEARTBEAT_SECONDS = 60.0
 
 
 def kernel_env(native_log: str | os.PathLike[str] | None = None) -> tempfile.TemporaryDirectory:
-    """A kernelspec that starts this very Python, put first on ``JUPYTER_PATH``.
+    """Kernelspecs that start this very Python, put first on ``JUPYTER_PATH``.
 
     The kernel is :mod:`lfhelpers.pipeline.kernel`: native stderr (TensorFlow's C++ start-up
-    lines) goes to ``native_log`` (default: discarded) instead of the notebook.
+    lines) goes to ``native_log`` (default: discarded) instead of the notebook. Two specs:
+    ``KERNEL_NAME``, and ``BACKGROUND_KERNEL_NAME``, the same at a lower CPU priority
+    (``BACKGROUND_NICE`` steps) for notebooks that run beside the one the run waits for.
     """
     tmp = tempfile.TemporaryDirectory(prefix="lfhelpers-kernel-")
-    spec_dir = Path(tmp.name) / "kernels" / KERNEL_NAME
-    spec_dir.mkdir(parents=True)
     env = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
     if native_log is not None:
         Path(native_log).parent.mkdir(parents=True, exist_ok=True)
         env["LF_KERNEL_NATIVE_LOG"] = str(Path(native_log).resolve())
-    spec = {"argv": [sys.executable, "-m", "lfhelpers.pipeline.kernel", "-f",
-                     "{connection_file}", "--log-level=ERROR"],
-            "display_name": "Python (lfhelpers)", "language": "python",
-            "env": env,
-            "metadata": {"debugger": False}}
-    (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
+    for name, extra in ((KERNEL_NAME, {}),
+                        (BACKGROUND_KERNEL_NAME, {"LF_KERNEL_NICE": str(BACKGROUND_NICE)})):
+        spec_dir = Path(tmp.name) / "kernels" / name
+        spec_dir.mkdir(parents=True)
+        spec = {"argv": [sys.executable, "-m", "lfhelpers.pipeline.kernel", "-f",
+                         "{connection_file}", "--log-level=ERROR"],
+                "display_name": "Python (lfhelpers)", "language": "python",
+                "env": {**env, **extra},
+                "metadata": {"debugger": False}}
+        (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
     paths = [tmp.name, *filter(None, os.environ.get("JUPYTER_PATH", "").split(os.pathsep))]
     os.environ["JUPYTER_PATH"] = os.pathsep.join(paths)
     return tmp
@@ -202,8 +211,11 @@ def execute(
     log_path: Path,
     console: Console,
     progress_bar: bool,
+    background: bool = False,
 ) -> None:
     """Execute one notebook into ``target``; its progress and output go to ``log_path``.
+
+    ``background`` runs its kernel at a lower CPU priority (``BACKGROUND_KERNEL_NAME``).
 
     Raises
     ------
@@ -223,7 +235,8 @@ def execute(
             # `resources` gives the kernel its working folder without papermill's chdir, which
             # would change the folder of the whole process (and of notebooks running beside)
             pm.execute_notebook(
-                str(source), str(target), parameters=parameters, kernel_name=KERNEL_NAME,
+                str(source), str(target), parameters=parameters,
+                kernel_name=BACKGROUND_KERNEL_NAME if background else KERNEL_NAME,
                 progress_bar=progress_bar, log_output=False, request_save_on_cell_execute=True,
                 stdout_file=log, stderr_file=log,
                 resources={"metadata": {"path": str(workdir)}},

@@ -323,6 +323,26 @@ def upstream(nodes: Mapping[str, Node], stem: str) -> set[str]:
     return seen
 
 
+
+def chain_lengths(nodes: Mapping[str, Node], stems: Sequence[str]) -> dict[str, int]:
+    """For each of ``stems``, the notebooks on its longest chain of dependants among ``stems``.
+
+    A notebook nothing in ``stems`` depends on counts 1; one that a notebook of chain 2 depends
+    on counts 3, and so on. Run side by side, the notebook with the longest chain decides when
+    the run ends (with no timings to go by, each notebook counts the same).
+    """
+    chosen = set(stems)
+    below = {s: [t for t in chosen if s in nodes[t].deps] for s in chosen}
+    length: dict[str, int] = {}
+
+    def chain(stem: str) -> int:
+        if stem not in length:
+            length[stem] = 1 + max((chain(t) for t in below[stem]), default=0)
+        return length[stem]
+
+    return {s: chain(s) for s in stems}
+
+
 @dataclass(frozen=True)
 class MissingInput:
     """A path a selected notebook needs that is not there and that no selected notebook makes."""

@@ -33,6 +33,7 @@ from .execute import Console, execute, export_html, format_seconds, kernel_env
 from .graph import (
     Node,
     build_graph,
+    chain_lengths,
     load_graph,
     missing_inputs,
     selection_with_makers,
@@ -297,15 +298,16 @@ def _execute_all(result: RunResult, plan: _Plan, workdir: Path, *, html: bool, e
         console.say(f"[{number[run.stem]}/{total}] {run.stem} cached "
                     f"(unchanged since its run of {record.get('finished_utc', '?')})")
 
-    def one(stem: str) -> bool:
+    def one(stem: str, background: bool = False) -> bool:
         run = runs[stem]
         cache.forget(out, stem)
         target = out / f"{stem}.ipynb"
-        console.say(f"[{number[stem]}/{total}] {stem} ... ({'; '.join(run.reasons[:3])})")
+        aside = "; in the background (lower CPU priority)" if background else ""
+        console.say(f"[{number[stem]}/{total}] {stem} ... ({'; '.join(run.reasons[:3])}{aside})")
         start = time.perf_counter()
         try:
             execute(plan.sources[stem], target, run.parameters, workdir, run.log, console,
-                    progress_bar=echo and tty and jobs == 1)
+                    progress_bar=echo and tty and jobs == 1, background=background)
         except PapermillExecutionError as exc:
             run.error = (f"cell {exc.cell_index} (execution count {exc.exec_count}): "
                          f"{exc.ename}: {exc.evalue}")
@@ -331,6 +333,10 @@ def _execute_all(result: RunResult, plan: _Plan, workdir: Path, *, html: bool, e
 
     todo = [r.stem for r in result.notebooks if r.status == "pending"]
     deps = {s: plan.nodes[s].deps & set(todo) for s in todo}
+    # side by side, the notebook on the longest chain of what is left sets the run's length:
+    # it starts first, and the others run at a lower CPU priority beside it (they take the
+    # cores it leaves idle, not half of them)
+    chain = chain_lengths(plan.nodes, todo)
     done: set[str] = set()
     failed: list[str] = []
     kernel_tmp = kernel_env(out / "logs" / "kernel-native.log")
@@ -345,20 +351,22 @@ def _execute_all(result: RunResult, plan: _Plan, workdir: Path, *, html: bool, e
             # their parent is gone) instead of waiting for every running notebook
             finished: queue.Queue[tuple[str, bool | BaseException]] = queue.Queue()
 
-            def worker(stem: str) -> None:
+            def worker(stem: str, background: bool) -> None:
                 try:
-                    finished.put((stem, one(stem)))
+                    finished.put((stem, one(stem, background)))
                 except BaseException as exc:  # handed to the main thread, raised there
                     finished.put((stem, exc))
 
             running: set[str] = set()
             while todo or running:
-                for stem in [s for s in todo if not failed and deps[s] <= done]:
+                ready = [s for s in todo if not failed and deps[s] <= done]
+                for stem in sorted(ready, key=lambda s: -chain[s]):  # stable: number order
                     if len(running) < jobs:
+                        longest = max(chain[s] for s in [*todo, *running])
                         todo.remove(stem)
                         running.add(stem)
-                        threading.Thread(target=worker, args=(stem,), daemon=True,
-                                         name=f"notebook-{stem}").start()
+                        threading.Thread(target=worker, args=(stem, chain[stem] < longest),
+                                         daemon=True, name=f"notebook-{stem}").start()
                 if not running:
                     break
                 stem, outcome = finished.get()
