@@ -107,10 +107,11 @@ def openvino_runner(model: Any, image_size: int, precision: str = "float32"
     lock = threading.Lock()
 
     def run(x: np.ndarray) -> np.ndarray:
-        parts = [part for part in np.array_split(np.asarray(x, np.float32), streams) if len(part)]
+        x = np.asarray(x, np.float32)
+        parts = [part for part in np.array_split(x, streams) if len(part)]
         with lock:  # one batch at a time (the compiled model's own request, or the queue)
             if len(parts) <= 1:
-                return np.asarray(compiled(np.asarray(x, np.float32))[0], np.float32)
+                return np.asarray(compiled(x)[0], np.float32)
             results.clear()
             for index, part in enumerate(parts):
                 queue.start_async({0: part}, index)

@@ -323,7 +323,6 @@ def upstream(nodes: Mapping[str, Node], stem: str) -> set[str]:
     return seen
 
 
-
 def chain_lengths(nodes: Mapping[str, Node], stems: Sequence[str]) -> dict[str, int]:
     """For each of ``stems``, the notebooks on its longest chain of dependants among ``stems``.
 
