@@ -246,6 +246,26 @@ def test_visual_words_save_load_and_incremental_add(photos, kps, tmp_path):
         loaded.add([kps["item"]], ids=[0])
 
 
+def test_queries_shortlisted_together_get_their_own_shortlists(kps, monkeypatch):
+    # batches of photos share the words' nearest-neighbour searches: the answers of each
+    # query are those it gets alone, an empty query included, across a batch boundary
+    from lfhelpers.similarity.search import words as words_module
+
+    words = VisualWords(n_words=256, seed=0).fit([kps["item"], kps["other"], kps["third"]])
+    words.add([kps["item"], kps["other"], kps["third"]])
+    queries = [kps["copy"], kps["uniform"], kps["other"], kps["item"], kps["third"]]
+    alone = [words.shortlist(q, 3) for q in queries]
+    monkeypatch.setattr(words_module, "ASSIGN_BATCH", 2)
+    together = words.shortlists(queries, 3)
+    assert len(together) == len(queries) and together[1][0].size == 0
+    for (ids_a, s_a), (ids_b, s_b) in zip(alone, together, strict=True):
+        np.testing.assert_array_equal(ids_a, ids_b)
+        np.testing.assert_allclose(s_a, s_b, rtol=1e-6)
+    assert together[0][0][0] == 0  # the copy of the item finds the item
+    for q, w in zip(queries, words.assign_each(queries, 2), strict=True):
+        np.testing.assert_array_equal(w, words.assign(q, 2))
+
+
 def test_local_store_save_load_mmap_and_add(photos, kps, tmp_path):
     lf = LocalFeatures(max_side=640, n_features=800)
     store = LocalStore().build([photos["item"], photos["uniform"]], lf)

@@ -128,13 +128,13 @@ def reference_recall(engine: SearchEngine, queries: pd.DataFrame, references: pd
         verified = engine.search(paths, depth, verify=True)
     plain = engine.search(paths, depth, verify=False)
     kps = engine.local_features().extract(paths) if engine.words_ is not None else None
+    shortlists = engine.words_.shortlists(kps, depth) if kps is not None else None
     rows = []
     for i, (path, obj) in enumerate(zip(paths, queries["object"], strict=True)):
         ref = ref_of[obj]
         local = []
-        if kps is not None and len(kps[i]):
-            ids, _ = engine.words_.shortlist(kps[i], depth)
-            local = [engine.paths_[int(j)] for j in ids]
+        if shortlists is not None and len(kps[i]):
+            local = [engine.paths_[int(j)] for j in shortlists[i][0]]
         hit = next((n for n in verified[i] if n["path"] == ref), None)
         rows.append({"path": path, "object": obj, "reference": ref,
                      "rank_global": _rank_of([n["path"] for n in plain[i]], ref),

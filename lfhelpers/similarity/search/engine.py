@@ -313,6 +313,11 @@ class SearchEngine:
         scores = self.gallery_.index_.similarity(dist)
         use_local = verify and r.same_item and self.store_ is not None
         kps = self.local_features().extract(queries) if use_local else None
+        local = {}
+        if kps is not None:  # the visual-word shortlists of every query at once
+            rows = [row for row in range(len(queries)) if len(kps[row])]
+            local = dict(zip(rows, self.words_.shortlists([kps[row] for row in rows],
+                                                          r.n_local), strict=True))
         gallery_vectors = None
         out = []
         for row, path in enumerate(queries):
@@ -324,7 +329,8 @@ class SearchEngine:
                 out.append([self._neighbour(i, score_of[i], None, None) for i in ids[:k]])
                 continue
             ranked = find_same_item(kps[row], self.store_, self.words_, ids, n_local=r.n_local,
-                                    n_global=r.n_global, max_verify=r.max_verify)
+                                    n_global=r.n_global, max_verify=r.max_verify,
+                                    local=local[row])
             if exclude is not None and exclude[row] >= 0:
                 ranked = [x for x in ranked if x.id != int(exclude[row])]
             missing = [x.id for x in ranked if x.id not in score_of]

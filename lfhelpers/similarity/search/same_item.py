@@ -311,7 +311,9 @@ def rerank(query_kp: Keypoints, candidates: Sequence[int], store: LocalStore,
 
 def find_same_item(query_kp: Keypoints, store: LocalStore, words: VisualWords,
                    global_ids: Sequence[int] = (), n_local: int = 15, n_global: int = 5,
-                   max_verify: int = DEFAULT_MAX_VERIFY, **rerank_kwargs: Any) -> list[Ranked]:
+                   max_verify: int = DEFAULT_MAX_VERIFY,
+                   local: tuple[np.ndarray, np.ndarray] | None = None,
+                   **rerank_kwargs: Any) -> list[Ranked]:
     """The whole same-item query: visual-word shortlist, fusion, verification.
 
     Parameters
@@ -328,6 +330,9 @@ def find_same_item(query_kp: Keypoints, store: LocalStore, words: VisualWords,
         Candidates taken from each shortlist.
     max_verify : int
         Candidates verified at most.
+    local : (ids, scores), optional
+        ``words.shortlist(query_kp, n_local)`` when the caller has it (several queries'
+        shortlists are cheaper together: :meth:`VisualWords.shortlists`).
     **rerank_kwargs
         Passed to :func:`rerank`.
 
@@ -338,7 +343,7 @@ def find_same_item(query_kp: Keypoints, store: LocalStore, words: VisualWords,
         global shortlist's order, then those only in the visual-word shortlist, then the rest
         of ``global_ids`` unverified.
     """
-    local_ids, _ = words.shortlist(query_kp, n_local)
+    local_ids, _ = words.shortlist(query_kp, n_local) if local is None else local
     head = [int(i) for i in np.asarray(global_ids, np.int64)[:n_global]]
     fused = fuse(head, local_ids)
     ranked = rerank(query_kp, fused, store, max_verify=max_verify, **rerank_kwargs)

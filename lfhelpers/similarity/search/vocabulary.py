@@ -15,6 +15,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from lfhelpers.images import thread_map
+
 #: faiss calls with less work than this (distance computations times dimensions) run on one
 #: thread: a same-item query makes a hundred small searches to assign its words and one per
 #: verified candidate to match descriptors, and starting OpenMP's threads for each costs more
@@ -88,11 +90,13 @@ def train_tree(x: np.ndarray, n_words: int, seed: int, niter: int
     coarse = kmeans(x, min(n_top, len(x)), seed, niter)
     cell = nearest_centroids(x, coarse, 1)[:, 0]
     fine = np.full((len(coarse), n_top, x.shape[1]), 1e3, np.float32)  # far = unused
-    for c in range(len(coarse)):
+
+    def cell_words(c: int) -> np.ndarray:
         members = x[cell == c]
-        if not len(members):
-            members = coarse[c:c + 1]
-        cents = kmeans(members, n_top, seed + c + 1, niter)
+        return kmeans(members if len(members) else coarse[c:c + 1], n_top, seed + c + 1, niter)
+
+    # each cell's k-means is small (one faiss thread) and seeded on its own: one per core
+    for c, cents in enumerate(thread_map(cell_words, range(len(coarse)))):
         fine[c, :len(cents)] = cents
     return coarse, fine, n_top
 
