@@ -18,9 +18,10 @@ from ..fsutil import atomic_write
 KERNEL_NAME = "lfhelpers-python"
 #: The same kernel at a lower CPU priority (see :func:`kernel_env`).
 BACKGROUND_KERNEL_NAME = "lfhelpers-python-background"
-#: ``os.nice`` steps of the background kernel: it gets about a tenth of a core that a normal
-#: process wants too, and any core that is idle.
-BACKGROUND_NICE = 10
+#: ``os.nice`` steps of the background kernel: it gets any core that is idle and next to
+#: nothing of one that a normal process wants (at 10, a tenth of it: enough to slow TensorFlow's
+#: training beside it by half, as its threads wait for each other at every layer).
+BACKGROUND_NICE = 19
 #: Seconds between two progress lines of a notebook whose cell runs long (no terminal).
 HEARTBEAT_SECONDS = 60.0
 
