@@ -271,6 +271,31 @@ def set_seed(seed: int, deterministic: bool = False) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+def without_autotune(dataset: Any) -> Any:
+    """The same ``tf.data`` pipeline, without tf.data's autotuning thread.
+
+    At the end of each epoch Keras drops the epoch's iterator, and dropping it waits for that
+    thread, which sleeps between two optimisations for longer and longer (up to about the length
+    of an epoch): while other processes ran beside it, notebook 03's fine-tuning stood still for
+    up to 20 s at an epoch's end, every thread of the kernel asleep. The pipelines here have
+    fixed buffer sizes (``prefetch(2)``), so there is nothing to tune; the batches and their
+    order are the same.
+
+    Parameters
+    ----------
+    dataset : tf.data.Dataset
+
+    Returns
+    -------
+    tf.data.Dataset
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
 def distribution_strategy(distribute: str = "auto") -> Any:
     """The ``tf.distribute`` strategy that builds and trains a model.
 

@@ -224,10 +224,12 @@ def _tutorial_leak_demo(df: pd.DataFrame, image_size: int, angles: Sequence[floa
     from tqdm import tqdm
 
     from lfhelpers.images import load_rgb
-    from lfhelpers.models.backbones import quiet_tensorflow, set_seed
+    from lfhelpers.models.backbones import quiet_tensorflow, set_seed, without_autotune
 
     started = time.perf_counter()
     quiet_tensorflow()
+    import tensorflow as tf
+
     usable = df[df["split"].isin(["train", "val", "test"])].reset_index(drop=True)
     if usable.empty:
         raise DataError("The leak demo needs a manifest with train, val and test photos.")
@@ -260,8 +262,11 @@ def _tutorial_leak_demo(df: pd.DataFrame, image_size: int, angles: Sequence[floa
         t0 = time.perf_counter()
         set_seed(seed)  # the same initial weights and shuffles for both orders
         model = tutorial_cnn(len(classes), image_size, learning_rate, precision)
-        model.fit(images(train), y_photo[train[:, 0]], batch_size=batch_size, epochs=epochs,
-                  shuffle=True, verbose=2 if progress else 0)
+        x_train = images(train)
+        batches = tf.data.Dataset.from_tensor_slices((x_train, y_photo[train[:, 0]])).shuffle(
+            len(x_train), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+        model.fit(without_autotune(batches.prefetch(2)), epochs=epochs,
+                  verbose=2 if progress else 0)
         predicted = model.predict(images(test), batch_size=256, verbose=0).argmax(axis=1)
         seen = set(keys[train[:, 0]])
         rows.append({"order": order, "train_images": len(train), "test_images": len(test),

@@ -44,6 +44,7 @@ from lfhelpers.models.backbones import (
     quiet_tensorflow,
     resolve_weights,
     set_seed,
+    without_autotune,
 )
 
 quiet_tensorflow()  # before Keras loads it: no C++ start-up lines in the reports
@@ -378,7 +379,7 @@ class XceptionClassifier:
             ds = tf.data.Dataset.from_tensor_slices((x, y))
             if shuffle:
                 ds = ds.shuffle(len(x), seed=self.seed, reshuffle_each_iteration=True)
-            return ds.batch(int(self.batch_size)).map(_as_float32).prefetch(2)
+            return without_autotune(ds.batch(int(self.batch_size)).map(_as_float32).prefetch(2))
 
         self._compile(cut_model, self.fine_tune_learning_rate)
         hist = cut_model.fit(
