@@ -265,8 +265,8 @@ def _tutorial_leak_demo(df: pd.DataFrame, image_size: int, angles: Sequence[floa
         x_train = images(train)
         batches = tf.data.Dataset.from_tensor_slices((x_train, y_photo[train[:, 0]])).shuffle(
             len(x_train), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-        model.fit(without_autotune(batches.prefetch(2)), epochs=epochs,
-                  verbose=2 if progress else 0)
+        model.fit(without_autotune(batches.prefetch(2)), epochs=epochs, shuffle=False,
+                  verbose=2 if progress else 0)  # shuffled above
         predicted = model.predict(images(test), batch_size=256, verbose=0).argmax(axis=1)
         seen = set(keys[train[:, 0]])
         rows.append({"order": order, "train_images": len(train), "test_images": len(test),
