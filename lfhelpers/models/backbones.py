@@ -271,19 +271,26 @@ def set_seed(seed: int, deterministic: bool = False) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def without_autotune(dataset: Any) -> Any:
-    """The same ``tf.data`` pipeline, without tf.data's autotuning thread.
+def array_batches(x: Any, y: Any, batch_size: int, seed: int | None = None,
+                  transform: Callable[..., Any] | None = None) -> Any:
+    """Batches of in-memory arrays for ``fit``: a ``tf.data`` pipeline with fixed buffers.
 
-    At the end of each epoch Keras drops the epoch's iterator, and dropping it waits for that
-    thread, which sleeps between two optimisations for longer and longer (up to about the length
-    of an epoch): while other processes ran beside it, notebook 03's fine-tuning stood still for
-    up to 20 s at an epoch's end, every thread of the kernel asleep. The pipelines here have
-    fixed buffer sizes (``prefetch(2)``), so there is nothing to tune; the batches and their
-    order are the same.
+    Reshuffled each epoch with ``seed`` (``None``: in order), ``transform`` mapped over each
+    batch, two batches prefetched, and tf.data's autotuning thread off: at the end of each
+    epoch Keras drops the epoch's iterator, and dropping it waits for that thread, which sleeps
+    between two optimisations for longer and longer (up to about the length of an epoch); while
+    other processes ran beside it, notebook 03's fine-tuning stood still for up to 20 s at an
+    epoch's end, every thread of the kernel asleep. With fixed buffers there is nothing to tune.
 
     Parameters
     ----------
-    dataset : tf.data.Dataset
+    x, y : array-like
+        Inputs and targets, one row per example.
+    batch_size : int
+    seed : int, optional
+        Shuffle seed.
+    transform : callable, optional
+        ``(x_batch, y_batch) -> (x_batch, y_batch)``.
 
     Returns
     -------
@@ -291,9 +298,15 @@ def without_autotune(dataset: Any) -> Any:
     """
     import tensorflow as tf
 
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if seed is not None:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(int(batch_size))
+    if transform is not None:
+        ds = ds.map(transform)
     options = tf.data.Options()
     options.autotune.enabled = False
-    return dataset.with_options(options)
+    return ds.prefetch(2).with_options(options)
 
 
 def distribution_strategy(distribute: str = "auto") -> Any:

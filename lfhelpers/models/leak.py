@@ -224,12 +224,10 @@ def _tutorial_leak_demo(df: pd.DataFrame, image_size: int, angles: Sequence[floa
     from tqdm import tqdm
 
     from lfhelpers.images import load_rgb
-    from lfhelpers.models.backbones import quiet_tensorflow, set_seed, without_autotune
+    from lfhelpers.models.backbones import array_batches, quiet_tensorflow, set_seed
 
     started = time.perf_counter()
     quiet_tensorflow()
-    import tensorflow as tf
-
     usable = df[df["split"].isin(["train", "val", "test"])].reset_index(drop=True)
     if usable.empty:
         raise DataError("The leak demo needs a manifest with train, val and test photos.")
@@ -262,11 +260,8 @@ def _tutorial_leak_demo(df: pd.DataFrame, image_size: int, angles: Sequence[floa
         t0 = time.perf_counter()
         set_seed(seed)  # the same initial weights and shuffles for both orders
         model = tutorial_cnn(len(classes), image_size, learning_rate, precision)
-        x_train = images(train)
-        batches = tf.data.Dataset.from_tensor_slices((x_train, y_photo[train[:, 0]])).shuffle(
-            len(x_train), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-        model.fit(without_autotune(batches.prefetch(2)), epochs=epochs, shuffle=False,
-                  verbose=2 if progress else 0)  # shuffled above
+        model.fit(array_batches(images(train), y_photo[train[:, 0]], batch_size, seed),
+                  epochs=epochs, shuffle=False, verbose=2 if progress else 0)  # shuffled there
         predicted = model.predict(images(test), batch_size=256, verbose=0).argmax(axis=1)
         seen = set(keys[train[:, 0]])
         rows.append({"order": order, "train_images": len(train), "test_images": len(test),

@@ -40,11 +40,11 @@ from tqdm import tqdm
 from lfhelpers.errors import ConfigError, DataError, LFError
 from lfhelpers.fsutil import write_json
 from lfhelpers.models.backbones import (
+    array_batches,
     distribution_strategy,
     quiet_tensorflow,
     resolve_weights,
     set_seed,
-    without_autotune,
 )
 
 quiet_tensorflow()  # before Keras loads it: no C++ start-up lines in the reports
@@ -376,10 +376,8 @@ class XceptionClassifier:
 
     def _fine_tune_cached(self, cut_model, x_train, y_train, x_val, y_val, weights, done):
         def dataset(x, y, shuffle):
-            ds = tf.data.Dataset.from_tensor_slices((x, y))
-            if shuffle:
-                ds = ds.shuffle(len(x), seed=self.seed, reshuffle_each_iteration=True)
-            return without_autotune(ds.batch(int(self.batch_size)).map(_as_float32).prefetch(2))
+            return array_batches(x, y, self.batch_size, self.seed if shuffle else None,
+                                 _as_float32)
 
         self._compile(cut_model, self.fine_tune_learning_rate)
         hist = cut_model.fit(

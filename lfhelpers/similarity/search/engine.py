@@ -313,11 +313,8 @@ class SearchEngine:
         scores = self.gallery_.index_.similarity(dist)
         use_local = verify and r.same_item and self.store_ is not None
         kps = self.local_features().extract(queries) if use_local else None
-        local = {}
-        if kps is not None:  # the visual-word shortlists of every query at once
-            rows = [row for row in range(len(queries)) if len(kps[row])]
-            local = dict(zip(rows, self.words_.shortlists([kps[row] for row in rows],
-                                                          r.n_local), strict=True))
+        # the visual-word shortlists of every query at once
+        local = self.words_.shortlists(kps, r.n_local) if kps is not None else None
         gallery_vectors = None
         out = []
         for row, path in enumerate(queries):

@@ -163,10 +163,7 @@ class VisualWords:
         -------
         ndarray of int64, shape (n, k)
         """
-        self._check_fitted()
-        x = self._as_rootsift(descriptors)
-        k = max(1, min(int(k), self.n_top_))
-        return assign_words(x, self.coarse_, self.fine_, self.n_top_, k)
+        return self.assign_each([descriptors], k)[0]
 
     def assign_each(self, photos: Sequence[np.ndarray | Keypoints], k: int = 1
                     ) -> list[np.ndarray]:
